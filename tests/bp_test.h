@@ -1,0 +1,40 @@
+/* tests/bp_test.h — small helpers shared by the cmocka suites. */
+#ifndef BP_TEST_H
+#define BP_TEST_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <math.h>
+#include <cmocka.h>
+
+/* Asserts a bpc call succeeded, printing bp_last_error() when it did not. */
+#define BP_OK_OR_FAIL(expr)                                                        \
+    do {                                                                           \
+        int bp_t_st_ = (int)(expr);                                                \
+        if (bp_t_st_ != 0) fail_msg("%s -> %d: %s", #expr, bp_t_st_, bp_last_error()); \
+    } while (0)
+
+/* Asserts a call failed with the given status and its message contains `needle`. */
+#define BP_EXPECT_ERR(expr, status, needle)                                        \
+    do {                                                                           \
+        int bp_t_st_ = (int)(expr);                                                \
+        if (bp_t_st_ != (int)(status))                                             \
+            fail_msg("%s -> %d, expected %d (%s)", #expr, bp_t_st_, (int)(status), bp_last_error()); \
+        if ((needle) && !strstr(bp_last_error(), (needle)))                        \
+            fail_msg("%s: message \"%s\" lacks \"%s\"", #expr, bp_last_error(), (const char *)(needle)); \
+    } while (0)
+
+/* |a - b| <= atol + rtol * |b|, with the values printed on failure. */
+#define BP_ASSERT_CLOSE(a, b, atol, rtol)                                          \
+    do {                                                                           \
+        double bp_a_ = (double)(a), bp_b_ = (double)(b);                           \
+        if (!(fabs(bp_a_ - bp_b_) <= (atol) + (rtol) * fabs(bp_b_)))               \
+            fail_msg("%s = %.9g, expected %.9g (atol %g rtol %g)", #a, bp_a_, bp_b_, \
+                     (double)(atol), (double)(rtol));                              \
+    } while (0)
+
+#endif
