@@ -48,6 +48,8 @@ struct bp_tensor {
     bp_tensor *base;              /* for views: the tensor owning the data */
     void *grad_node;              /* autograd's record of the op that made it */
     bool requires_grad;           /* autograd: gradients flow to this tensor */
+    bp_tensor *grad;              /* leaves with requires_grad: where backward accumulates
+                                   * (borrowed; a TrainVar points it at its own grad) */
 };
 
 /* Bytes per element of a dtype (0 for an unknown value). */
