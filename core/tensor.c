@@ -1,4 +1,5 @@
 /* core/tensor.c — contiguous aligned tensors. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +78,7 @@ static bp_status tensor_header(bp_tensor **out, bp_dtype dt, int ndim, const int
     if (!out) return bp_fail(BP_EINVAL, "tensor: out is NULL");
     *out = NULL;
     if (bp_dtype_size(dt) == 0) return bp_fail(BP_EDTYPE, "tensor: unknown dtype %d", (int)dt);
-    int64_t numel;
+    int64_t numel = 0;
     BP_TRY(check_shape(ndim, shape, &numel));
     bp_tensor *t = calloc(1, sizeof *t);
     if (!t) return bp_fail(BP_ENOMEM, "tensor: out of memory");
@@ -253,14 +254,37 @@ double bp_tensor_get(const bp_tensor *t, int64_t i)
     return 0.0;
 }
 
+/* v truncated toward zero and clamped to [lo, hi]; NaN gives 0. C leaves a
+ * float-to-integer cast of an out-of-range value undefined, so integer
+ * stores saturate instead (hi2 is the first double past the range). */
+static double int_range(double v, double lo, double hi2)
+{
+    if (isnan(v)) return 0.0;
+    if (v <= lo) return lo;
+    if (v >= hi2) return hi2; /* callers map this to the type's maximum */
+    return v;
+}
+
 void bp_tensor_set(bp_tensor *t, int64_t i, double v)
 {
     if (!t || i < 0 || i >= t->numel) return;
     switch (t->dtype) {
     case BP_FLOAT32: ((float *)t->data)[i] = (float)v; break;
     case BP_FLOAT64: ((double *)t->data)[i] = v; break;
-    case BP_INT32: ((int32_t *)t->data)[i] = (int32_t)v; break;
-    case BP_INT64: ((int64_t *)t->data)[i] = (int64_t)v; break;
-    case BP_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)v; break;
+    case BP_INT32: {
+        double c = int_range(v, -2147483648.0, 2147483648.0);
+        ((int32_t *)t->data)[i] = c >= 2147483648.0 ? INT32_MAX : (int32_t)c;
+        break;
+    }
+    case BP_INT64: {
+        double c = int_range(v, -9223372036854775808.0, 9223372036854775808.0);
+        ((int64_t *)t->data)[i] = c >= 9223372036854775808.0 ? INT64_MAX : (int64_t)c;
+        break;
+    }
+    case BP_UINT8: {
+        double c = int_range(v, 0.0, 256.0);
+        ((uint8_t *)t->data)[i] = c >= 256.0 ? UINT8_MAX : (uint8_t)c;
+        break;
+    }
     }
 }

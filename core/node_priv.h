@@ -1,0 +1,31 @@
+/* core/node_priv.h — the private parts of a node, shared by node.c,
+ * collect.c and state.c; not installed. */
+#ifndef BPC_NODE_PRIV_H
+#define BPC_NODE_PRIV_H
+#include <bpc/node.h>
+
+/* One named attribute: a var, a child node, or a list of either. Also used
+ * for implicit vars / nodes (never lists). Items are retained. */
+typedef struct bp_entry {
+    char *key;
+    bool is_node;
+    bool is_list;
+    size_t n;
+    void **items;
+} bp_entry;
+
+struct bp_node_priv {
+    char *name;
+    int refcount;
+    bp_entry *attrs;            /* declaration order */
+    size_t n_attrs;
+    bp_entry *implicit_vars;
+    size_t n_implicit_vars;
+    bp_entry *implicit_nodes;
+    size_t n_implicit_nodes;
+};
+
+/* Removes (and releases) the implicit node registered under key. */
+bp_status bp__node_unregister_implicit_node(bp_node *n, const char *key);
+
+#endif
