@@ -1,0 +1,102 @@
+/* bpc/batchnorm.h — BatchNorm1d / 2d / 3d, as brainpy.layers.BatchNorm{1,2,3}d.
+ *
+ * Data is channels-last: BatchNorm1d takes (B, L, C), BatchNorm2d (B, H, W, C),
+ * BatchNorm3d (B, H, W, D, C). Statistics are taken over `axis` (default: every
+ * axis but the last) and have the shape of the remaining axes: (C,) by default.
+ * A custom axis must reduce a leading run of axes (e.g. (0,1,2) for 3d, giving
+ * statistics per (D, C)); the sizes of kept axes are fixed at construction
+ * (opts.kept_dims), since the running statistics are variables of fixed shape.
+ * BrainPy 2.8.2 accepts such an axis but then fails to store (D, C) statistics
+ * in its (C,) running buffers; scale and bias stay (C,) as in BrainPy.
+ *
+ *   fit (bp_share_fit() true):  y = (x - mean_B) / sqrt(var_B + eps) * scale + bias
+ *       with the batch mean and BIASED batch variance, and then
+ *       running_mean = momentum * running_mean + (1 - momentum) * mean_B
+ *       running_var  = momentum * running_var  + (1 - momentum) * var_B * N / (N - 1)
+ *   eval:                       y = (x - running_mean) / sqrt(running_var + eps) * scale + bias
+ *
+ * momentum is BrainPy's RETENTION factor (default 0.99): PyTorch's momentum is
+ * 1 - ours. Variables, in this order: running_mean (zeros), running_var (ones),
+ * bias, scale (TrainVar in TrainingMode, Variable in BatchingMode; only when
+ * affine). Improvements over BrainPy 2.8.2: statistics are computed stably (not
+ * E[x^2] - E[x]^2); a single value per channel while fitting is an error;
+ * NaN/Inf statistics are an error, not stored; every check is an error code. */
+#ifndef BPC_BATCHNORM_H
+#define BPC_BATCHNORM_H
+
+#include <bpc/node.h>
+#include <bpc/init.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+extern const bp_node_class bp_batchnorm1d_class;
+extern const bp_node_class bp_batchnorm2d_class;
+extern const bp_node_class bp_batchnorm3d_class;
+
+/* Constructor options; get defaults from bp_batchnorm_defaults(). */
+typedef struct bp_batchnorm_opts {
+    int n_axis;                 /* 0: the default (all axes but the last) */
+    int axis[BP_MAX_DIMS];      /* reduced axes; negative counts from the end */
+    int64_t kept_dims[BP_MAX_DIMS]; /* sizes of the non-reduced axes other than the channel,
+                                 * in order; needed only when axis keeps such axes (e.g.
+                                 * BatchNorm3d axis (0,1,2) keeps D: statistics per (D, C)) */
+    double epsilon;             /* 1e-5; added inside the square root */
+    double momentum;            /* 0.99; BrainPy's retention convention, in [0, 1] */
+    bool affine;                /* true: learnable bias and scale */
+    bp_init bias_initializer;   /* ZeroInit */
+    bp_init scale_initializer;  /* OneInit(1.0) */
+    const char *axis_name;      /* stored; a non-NULL value fails at update time while fitting
+                                 * (cross-replica statistics need distributed training) */
+    const int *axis_index_groups; /* stored (copied), n_axis_index_groups entries */
+    size_t n_axis_index_groups;
+    const bp_mode *mode;        /* NULL: TrainingMode(batch_size=1) */
+    const char *name;           /* NULL: automatic "BatchNorm3d<n>" */
+    bp_rng *rng;                /* for random initializers; NULL: a generator seeded with 0 */
+} bp_batchnorm_opts;
+
+bp_batchnorm_opts bp_batchnorm_defaults(void);
+
+/* The layer. Fields are readable attributes (BrainPy's names); change them only
+ * through the constructor. Vars are borrowed pointers into the node. */
+typedef struct bp_batchnorm {
+    bp_node base;
+    int64_t num_features;
+    int ndim;                   /* 3, 4 or 5: the input rank */
+    int n_axis;
+    int axis[BP_MAX_DIMS];      /* normalised to [0, ndim - 1), ascending */
+    int n_kept;                 /* non-reduced axes other than the channel */
+    int64_t kept_dims[BP_MAX_DIMS];
+    int64_t n_features;         /* statistics per position: prod(kept_dims) * num_features */
+    double epsilon, momentum;
+    bool affine;
+    bp_init bias_initializer, scale_initializer;
+    char *axis_name;
+    int *axis_index_groups;
+    size_t n_axis_index_groups;
+    bp_var *running_mean, *running_var;  /* shape: the non-reduced axes (C,) by default */
+    bp_var *bias, *scale;                /* NULL unless affine */
+} bp_batchnorm;
+
+/* Creates BatchNorm1d/2d/3d (num_features = C >= 1; opts NULL = defaults).
+ * Errors: BP_EINVAL (num_features < 1, epsilon < 0 or not finite, momentum
+ * outside [0, 1], an axis out of range, repeated, or the channel axis), BP_ESHAPE
+ * (an array initializer not of shape (C,), () or (1,)), BP_EMODE
+ * (NonBatchingMode), BP_ENAME (a bad or taken name). */
+bp_status bp_batchnorm1d_new(bp_node **out, int64_t num_features, const bp_batchnorm_opts *opts);
+bp_status bp_batchnorm2d_new(bp_node **out, int64_t num_features, const bp_batchnorm_opts *opts);
+bp_status bp_batchnorm3d_new(bp_node **out, int64_t num_features, const bp_batchnorm_opts *opts);
+
+/* update(x) fused with a ReLU: max(BatchNorm(x), 0) in one pass over the data
+ * (the Conv3d-BatchNorm3d-ReLU block of conv nets), same statistics, running
+ * updates, errors and gradients as bp_node_update followed by a ReLU. */
+bp_status bp_batchnorm_relu_update(bp_node *n, bp_tensor *x, bp_tensor **out);
+
+/* The node as a bp_batchnorm, or NULL if it is not a BatchNorm. */
+bp_batchnorm *bp_batchnorm_cast(bp_node *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
