@@ -8,6 +8,8 @@
 #include <bpc/gradcheck.h>
 #include <bpc/batchnorm.h>
 #include <bpc/conv.h>
+#include <bpc/pool.h>
+#include <bpc/dense.h>
 
 typedef struct layer_case {
     bp_node *node;
@@ -187,6 +189,45 @@ static void test_conv1d_2d(void **state)
     conv_case(2, 3, 4, &o, 4, x2);
 }
 
+/* Pools, Dense and a Sequential of them: gradients against finite differences.
+ * (Max pooling is checked on inputs without ties, where it is differentiable.) */
+static void test_pool_dense_sequential(void **state)
+{
+    (void)state;
+    bp_mode train = bp_training_mode(2);
+    bp_pool_opts po = {.kernel_size = {2, 3, 2}, .stride = {2, 1, 2}, .pad_lo = {1, 0, 0}, .pad_hi = {0, 1, 1}};
+    int64_t xs[5] = {2, 5, 4, 3, 2};
+    bp_node *n;
+    BP_OK_OR_FAIL(bp_maxpool_new(&n, 3, &po));
+    bp_tensor *x = random_tensor(5, xs, 31, 1.0, 0.0);
+    check_layer(n, false, x);
+    bp_node_free(n);
+    BP_OK_OR_FAIL(bp_avgpool_new(&n, 3, &po));
+    check_layer(n, false, x);
+    bp_node_free(n);
+    int target[3] = {2, 3, 2};
+    BP_OK_OR_FAIL(bp_adaptive_avgpool_new(&n, 3, target, NULL, NULL));
+    check_layer(n, false, x);
+    bp_node_free(n);
+
+    bp_conv_opts co = bp_conv_defaults();
+    co.mode = &train;
+    co.kernel_size[0] = co.kernel_size[1] = co.kernel_size[2] = 2;
+    bp_dense_opts dn = bp_dense_defaults();
+    dn.mode = &train;
+    bp_node *kids[5];
+    BP_OK_OR_FAIL(bp_conv3d_new(&kids[0], 2, 3, &co));
+    BP_OK_OR_FAIL(bp_activation_new(&kids[1], &bp_tanh_class, 0, &train, NULL));
+    BP_OK_OR_FAIL(bp_avgpool_new(&kids[2], 3, &(bp_pool_opts){.kernel_size = {2, 2, 1}}));
+    BP_OK_OR_FAIL(bp_flatten_new(&kids[3], 0, -1, &train, NULL));
+    BP_OK_OR_FAIL(bp_dense_new(&kids[4], 2 * 2 * 3 * 3, 4, &dn));
+    BP_OK_OR_FAIL(bp_sequential_new(&n, 5, kids, &train, NULL));
+    for (int i = 0; i < 5; i++) bp_node_free(kids[i]);
+    check_layer(n, false, x);
+    bp_node_free(n);
+    bp_tensor_free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,6 +235,7 @@ int main(void)
         cmocka_unit_test_setup(test_batchnorm_1d_2d_custom_axis, setup),
         cmocka_unit_test_setup(test_conv3d, setup),
         cmocka_unit_test_setup(test_conv1d_2d, setup),
+        cmocka_unit_test_setup(test_pool_dense_sequential, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

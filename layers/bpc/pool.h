@@ -1,0 +1,57 @@
+/* bpc/pool.h — pooling layers over the spatial axes of channels-last data,
+ * as brainpy.dnn's MaxPool3d / AvgPool3d / AdaptiveAvgPool3d (and the 1-D and
+ * 2-D forms from the same code).
+ *
+ * Input (B, *spatial, C) or one unbatched sample (*spatial, C).
+ *   MaxPool:  y = max over the window (padding reads -inf); the gradient goes
+ *             to the first maximum of each window.
+ *   AvgPool:  y = sum over the window / prod(kernel_size) (padding reads 0 and
+ *             counts, as BrainPy's reduce_window average).
+ *   AdaptiveAvgPool: output size fixed; bin i of n over an axis of size L
+ *             covers [floor(i*L/n), ceil((i+1)*L/n)). Target 1 everywhere is
+ *             global average pooling.
+ * Stride defaults to the kernel size; padding defaults to VALID (none). */
+#ifndef BPC_POOL_H
+#define BPC_POOL_H
+
+#include <bpc/node.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+extern const bp_node_class bp_maxpool1d_class, bp_maxpool2d_class, bp_maxpool3d_class;
+extern const bp_node_class bp_avgpool1d_class, bp_avgpool2d_class, bp_avgpool3d_class;
+extern const bp_node_class bp_adaptive_avgpool1d_class, bp_adaptive_avgpool2d_class,
+    bp_adaptive_avgpool3d_class;
+
+/* Options of the windowed pools; first n_spatial entries used; 0 stride = kernel. */
+typedef struct bp_pool_opts {
+    int kernel_size[3];          /* required, >= 1 */
+    int stride[3];               /* 0: the kernel size */
+    int pad_lo[3], pad_hi[3];    /* (low, high) per spatial dim; zeros = VALID */
+    const bp_mode *mode;
+    const char *name;
+} bp_pool_opts;
+
+/* A windowed pool. Errors: BP_EINVAL (kernel < 1, stride < 0, padding < 0 or
+ * not smaller than the kernel). */
+bp_status bp_maxpool_new(bp_node **out, int n_spatial, const bp_pool_opts *opts);
+bp_status bp_avgpool_new(bp_node **out, int n_spatial, const bp_pool_opts *opts);
+/* An adaptive average pool to target_size[0..n_spatial-1] (each >= 1). */
+bp_status bp_adaptive_avgpool_new(bp_node **out, int n_spatial, const int *target_size, const bp_mode *mode,
+                                  const char *name);
+
+/* The pooling parameters, readable. */
+typedef struct bp_pool {
+    bp_node base;
+    int n_spatial;
+    int kind;                    /* 0 max, 1 avg, 2 adaptive avg */
+    int kernel_size[3], stride[3], pad_lo[3], pad_hi[3];
+    int target_size[3];          /* adaptive only */
+} bp_pool;
+
+#ifdef __cplusplus
+}
+#endif
+#endif
