@@ -1,0 +1,298 @@
+/* tests/test_layers_misc.c — construction, names, vars, modes and every error
+ * path of Conv, pooling, Dense, Flatten, Dropout, activations and Sequential;
+ * small hand-worked forward values. */
+#include "bp_test.h"
+#include <bpc/bpc.h>
+#include <bpc/autograd.h>
+#include <bpc/conv.h>
+#include <bpc/pool.h>
+#include <bpc/dense.h>
+
+static int setup(void **state)
+{
+    (void)state;
+    bp_clear_name_cache();
+    bp_share_clear();
+    bp_set_mode(bp_nonbatching_mode());
+    return 0;
+}
+
+static void test_conv_vars_and_errors(void **state)
+{
+    (void)state;
+    bp_mode train = bp_training_mode(1);
+    bp_conv_opts o = bp_conv_defaults();
+    o.mode = &train;
+    o.kernel_size[0] = o.kernel_size[1] = o.kernel_size[2] = 3;
+    bp_node *n = NULL;
+    BP_OK_OR_FAIL(bp_conv3d_new(&n, 16, 32, &o));
+    assert_string_equal(bp_node_name(n), "Conv3d0");
+    bp_collector *v;
+    BP_OK_OR_FAIL(bp_node_vars(n, NULL, &v));
+    assert_int_equal(bp_collector_len(v), 2);
+    assert_string_equal(bp_collector_key(v, 0), "Conv3d0.w");
+    assert_string_equal(bp_collector_key(v, 1), "Conv3d0.b");
+    bp_tensor *w = bp_collector_var(v, 0)->value, *b = bp_collector_var(v, 1)->value;
+    int64_t ws[5] = {3, 3, 3, 16, 32}, bs[4] = {1, 1, 1, 32};
+    assert_true(bp_tensor_has_shape(w, 5, ws));
+    assert_true(bp_tensor_has_shape(b, 4, bs));
+    assert_int_equal(bp_collector_var(v, 0)->kind, BP_TRAINVAR);
+    /* XavierNormal: std sqrt(2 / (fan_in + fan_out)) with fans 27*16 and 27*32. */
+    double sq = 0;
+    for (int64_t i = 0; i < w->numel; i++) sq += bp_tensor_get(w, i) * bp_tensor_get(w, i);
+    BP_ASSERT_CLOSE(sqrt(sq / (double)w->numel), sqrt(2.0 / (27 * 16 + 27 * 32)), 0, 0.05);
+    bp_collector_free(v);
+
+    int64_t s4[4] = {2, 4, 4, 8};
+    bp_tensor *x, *y = NULL;
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 4, s4));
+    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE, "input channels=8 needs to have the same size as in_channels=16.");
+    bp_tensor_free(x);
+    int64_t s3[3] = {4, 4, 16};
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 3, s3));
+    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE, "expected 5D input (got 3D input");
+    bp_tensor_free(x);
+    bp_node_free(n);
+
+    BP_EXPECT_ERR(bp_conv3d_new(&n, 6, 4, &(bp_conv_opts){.kernel_size = {3, 3, 3}, .groups = 4}), BP_EINVAL,
+                  "\"in_channels\" should be divisible by groups");
+    BP_EXPECT_ERR(bp_conv3d_new(&n, 8, 6, &(bp_conv_opts){.kernel_size = {3, 3, 3}, .groups = 4}), BP_EINVAL,
+                  "\"out_channels\" should be divisible by groups");
+    BP_EXPECT_ERR(bp_conv3d_new(&n, 8, 8, &(bp_conv_opts){.kernel_size = {3, 0, 3}, .groups = 1}), BP_EINVAL,
+                  "kernel_size[1] must be >= 1, got 0");
+    BP_EXPECT_ERR(bp_conv3d_new(&n, 0, 8, NULL), BP_EINVAL, "must be >= 1");
+    bp_conv_opts neg = bp_conv_defaults();
+    neg.kernel_size[0] = neg.kernel_size[1] = neg.kernel_size[2] = 2;
+    neg.padding = BP_PAD_EXPLICIT;
+    neg.pad_lo[2] = -1;
+    BP_EXPECT_ERR(bp_conv3d_new(&n, 1, 1, &neg), BP_EINVAL, "padding of dim 2 must be >= 0");
+    /* VALID with an input smaller than the kernel. */
+    bp_conv_opts valid = bp_conv_defaults();
+    valid.kernel_size[0] = valid.kernel_size[1] = valid.kernel_size[2] = 3;
+    valid.padding = BP_PAD_VALID;
+    BP_OK_OR_FAIL(bp_conv3d_new(&n, 1, 1, &valid));
+    int64_t small[5] = {1, 2, 5, 5, 1};
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, small));
+    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE, "smaller than the dilated kernel");
+    bp_tensor_free(x);
+    /* NonBatchingMode (the global default): w and b are plain Variables. */
+    bp_collector *v2;
+    BP_OK_OR_FAIL(bp_node_vars(n, NULL, &v2));
+    assert_int_equal(bp_collector_var(v2, 0)->kind, BP_VARIABLE);
+    bp_collector_free(v2);
+    bp_node_free(n);
+}
+
+/* A 1x1x1 conv is a per-position matrix product; SAME keeps the size. */
+static void test_conv_hand_worked(void **state)
+{
+    (void)state;
+    bp_conv_opts o = bp_conv_defaults();
+    o.kernel_size[0] = o.kernel_size[1] = o.kernel_size[2] = 1;
+    bp_node *n;
+    BP_OK_OR_FAIL(bp_conv3d_new(&n, 2, 1, &o));
+    bp_conv *c = bp_conv_cast(n);
+    bp_tensor_set(c->w->value, 0, 2.0);
+    bp_tensor_set(c->w->value, 1, -1.0);
+    bp_tensor_set(c->b->value, 0, 0.5);
+    int64_t s[5] = {1, 2, 1, 1, 2};
+    bp_tensor *x, *y;
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, s));
+    double xv[4] = {1, 3, -2, 4};
+    for (int i = 0; i < 4; i++) bp_tensor_set(x, i, xv[i]);
+    BP_OK_OR_FAIL(bp_node_update(n, x, &y));
+    assert_int_equal(y->ndim, 5);
+    assert_int_equal(y->shape[1], 2);
+    assert_int_equal(y->shape[4], 1);
+    assert_true(bp_tensor_get(y, 0) == 2 * 1 - 3 + 0.5);
+    assert_true(bp_tensor_get(y, 1) == 2 * -2 - 4 + 0.5);
+    bp_tensor_free(y);
+    bp_tensor_free(x);
+    bp_node_free(n);
+}
+
+static void test_pool_hand_worked_and_errors(void **state)
+{
+    (void)state;
+    bp_node *n;
+    BP_OK_OR_FAIL(bp_maxpool_new(&n, 3, &(bp_pool_opts){.kernel_size = {2, 2, 2}}));
+    assert_string_equal(bp_node_name(n), "MaxPool3d0");
+    bp_pool *p = (bp_pool *)n;
+    assert_int_equal(p->stride[0], 2); /* stride defaults to the kernel */
+    int64_t s[5] = {1, 2, 2, 2, 1};
+    bp_tensor *x, *y;
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, s));
+    for (int i = 0; i < 8; i++) bp_tensor_set(x, i, (i * 5) % 8 - 3); /* a permutation of -3..4 */
+    double mx = -1e9, sum = 0;
+    for (int i = 0; i < 8; i++) {
+        mx = fmax(mx, bp_tensor_get(x, i));
+        sum += bp_tensor_get(x, i);
+    }
+    BP_OK_OR_FAIL(bp_node_update(n, x, &y));
+    assert_int_equal(y->numel, 1);
+    assert_true(bp_tensor_get(y, 0) == mx);
+    bp_tensor_free(y);
+    bp_node_free(n);
+    BP_OK_OR_FAIL(bp_avgpool_new(&n, 3, &(bp_pool_opts){.kernel_size = {2, 2, 2}}));
+    BP_OK_OR_FAIL(bp_node_update(n, x, &y));
+    BP_ASSERT_CLOSE(bp_tensor_get(y, 0), sum / 8, 1e-7, 0);
+    bp_tensor_free(y);
+    bp_node_free(n);
+    int target[3] = {1, 1, 1};
+    BP_OK_OR_FAIL(bp_adaptive_avgpool_new(&n, 3, target, NULL, NULL));
+    BP_OK_OR_FAIL(bp_node_update(n, x, &y)); /* global average pooling */
+    BP_ASSERT_CLOSE(bp_tensor_get(y, 0), sum / 8, 1e-7, 0);
+    bp_tensor_free(y);
+    bp_node_free(n);
+    int big[3] = {3, 1, 1};
+    BP_OK_OR_FAIL(bp_adaptive_avgpool_new(&n, 3, big, NULL, NULL));
+    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE, "target size 3 is larger than the input's 2");
+    bp_node_free(n);
+    BP_OK_OR_FAIL(bp_maxpool_new(&n, 3, &(bp_pool_opts){.kernel_size = {3, 3, 3}}));
+    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE, "smaller than the kernel");
+    bp_tensor *x4;
+    BP_OK_OR_FAIL(bp_tensor_new(&x4, BP_REAL_DTYPE, 2, s));
+    BP_EXPECT_ERR(bp_node_update(n, x4, &y), BP_ESHAPE, "expected 5D input (got 2D input");
+    bp_tensor_free(x4);
+    bp_node_free(n);
+    bp_tensor_free(x);
+    BP_EXPECT_ERR(bp_maxpool_new(&n, 3, &(bp_pool_opts){.kernel_size = {2, 0, 2}}), BP_EINVAL, "kernel_size[1] must be >= 1");
+    BP_EXPECT_ERR(bp_maxpool_new(&n, 3, &(bp_pool_opts){.kernel_size = {2, 2, 2}, .pad_lo = {2, 0, 0}}), BP_EINVAL,
+                  "padding of dim 0 must be in [0, kernel_size)");
+    BP_EXPECT_ERR(bp_maxpool_new(&n, 3, NULL), BP_EINVAL, "kernel_size is required");
+    BP_EXPECT_ERR(bp_maxpool_new(&n, 4, &(bp_pool_opts){.kernel_size = {2, 2, 2}}), BP_EINVAL, "n_spatial must be 1, 2 or 3");
+    BP_EXPECT_ERR(bp_adaptive_avgpool_new(&n, 3, (int[3]){1, 0, 1}, NULL, NULL), BP_EINVAL, "target_size[1] must be >= 1");
+}
+
+static void test_dense_flatten_dropout_activations(void **state)
+{
+    (void)state;
+    bp_mode train = bp_training_mode(2);
+    bp_dense_opts o = bp_dense_defaults();
+    o.mode = &train;
+    bp_node *d;
+    BP_OK_OR_FAIL(bp_dense_new(&d, 3, 2, &o));
+    bp_collector *v;
+    BP_OK_OR_FAIL(bp_node_vars(d, NULL, &v));
+    assert_string_equal(bp_collector_key(v, 0), "Dense0.W");
+    assert_string_equal(bp_collector_key(v, 1), "Dense0.b");
+    bp_collector_free(v);
+    int64_t s[2] = {2, 4};
+    bp_tensor *x, *y = NULL;
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 2, s));
+    BP_EXPECT_ERR(bp_node_update(d, x, &y), BP_ESHAPE, "expected input of shape (..., 3), got (2,4)");
+    bp_tensor_free(x);
+    BP_EXPECT_ERR(bp_dense_new(&d, 0, 2, NULL), BP_EINVAL, "num_in and num_out must be >= 1");
+    bp_node_free(d);
+
+    /* Flatten keeps the batch axis in batching modes. */
+    bp_node *f;
+    BP_OK_OR_FAIL(bp_flatten_new(&f, 0, -1, &train, NULL));
+    int64_t s5[5] = {2, 3, 4, 5, 6};
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, s5));
+    BP_OK_OR_FAIL(bp_node_update(f, x, &y));
+    assert_int_equal(y->ndim, 2);
+    assert_int_equal(y->shape[0], 2);
+    assert_int_equal(y->shape[1], 360);
+    bp_tensor_free(y);
+    bp_node_free(f);
+    BP_OK_OR_FAIL(bp_flatten_new(&f, 3, 1, &train, NULL));
+    BP_EXPECT_ERR(bp_node_update(f, x, &y), BP_ESHAPE, "cannot flatten dims 3..1");
+    bp_node_free(f);
+
+    /* Dropout: identity unless fitting; while fitting, kept values are x / prob. */
+    bp_node *dr;
+    BP_OK_OR_FAIL(bp_dropout_new(&dr, 0.5, 123, &train, NULL));
+    bp_tensor_fill(x, 2.0);
+    BP_OK_OR_FAIL(bp_node_update(dr, x, &y));
+    assert_ptr_equal(y, x);
+    bp_tensor_free(y);
+    bp_share_save_fit(true);
+    BP_OK_OR_FAIL(bp_node_update(dr, x, &y));
+    int64_t kept = 0;
+    for (int64_t i = 0; i < y->numel; i++) {
+        double v2 = bp_tensor_get(y, i);
+        assert_true(v2 == 0.0 || v2 == 4.0);
+        kept += v2 == 4.0;
+    }
+    /* Binomial(720, 0.5): mean 360, sd 13.4; 5 sd either side. */
+    assert_true(kept > 293 && kept < 427);
+    bp_tensor_free(y);
+    bp_collector *dv;
+    BP_OK_OR_FAIL(bp_node_vars(dr, NULL, &dv));
+    assert_string_equal(bp_collector_key(dv, 0), "Dropout0.rng_state");
+    assert_int_equal(bp_collector_var(dv, 0)->value->dtype, BP_INT64);
+    bp_collector_free(dv);
+    bp_node_free(dr);
+    BP_EXPECT_ERR(bp_dropout_new(&dr, 0.0, 1, NULL, NULL), BP_EINVAL, "keep probability) must be in (0, 1], got 0");
+    bp_share_save_fit(false);
+
+    bp_node *a;
+    BP_OK_OR_FAIL(bp_activation_new(&a, &bp_leaky_relu_class, 0.1, NULL, NULL));
+    assert_string_equal(bp_node_name(a), "LeakyReLU0");
+    bp_tensor_fill(x, -2.0);
+    BP_OK_OR_FAIL(bp_node_update(a, x, &y));
+    BP_ASSERT_CLOSE(bp_tensor_get(y, 7), -0.2, 1e-7, 0);
+    bp_tensor_free(y);
+    bp_node_free(a);
+    BP_EXPECT_ERR(bp_activation_new(&a, &bp_dense_class, 0, NULL, NULL), BP_EINVAL, "is not an activation layer");
+    bp_tensor_free(x);
+}
+
+static void test_sequential_tree(void **state)
+{
+    (void)state;
+    bp_mode train = bp_training_mode(2);
+    bp_conv_opts co = bp_conv_defaults();
+    co.mode = &train;
+    co.kernel_size[0] = co.kernel_size[1] = co.kernel_size[2] = 3;
+    bp_node *kids[3];
+    BP_OK_OR_FAIL(bp_conv3d_new(&kids[0], 1, 2, &co));
+    BP_OK_OR_FAIL(bp_activation_new(&kids[1], &bp_relu_class, 0, &train, NULL));
+    BP_OK_OR_FAIL(bp_flatten_new(&kids[2], 0, -1, &train, NULL));
+    bp_node *seq;
+    BP_OK_OR_FAIL(bp_sequential_new(&seq, 3, kids, &train, NULL));
+    for (int i = 0; i < 3; i++) bp_node_free(kids[i]); /* the container holds them */
+    bp_collector *nodes;
+    BP_OK_OR_FAIL(bp_node_nodes(seq, NULL, &nodes));
+    assert_int_equal(bp_collector_len(nodes), 4);
+    assert_string_equal(bp_collector_key(nodes, 0), "Sequential0");
+    assert_string_equal(bp_collector_key(nodes, 1), "Conv3d0");
+    assert_string_equal(bp_collector_key(nodes, 3), "Flatten0");
+    bp_collector_free(nodes);
+    bp_collect_opts rel = bp_collect_defaults();
+    rel.method = BP_RELATIVE;
+    bp_collector *v;
+    BP_OK_OR_FAIL(bp_node_vars(seq, &rel, &v));
+    assert_string_equal(bp_collector_key(v, 0), "children-0.w");
+    bp_collector_free(v);
+    bp_dict *sd;
+    BP_OK_OR_FAIL(bp_node_state_dict(seq, &sd));
+    assert_non_null(bp_dict_get_tensor(bp_dict_get_dict(sd, "Conv3d0"), "Conv3d0.w"));
+    bp_dict_free(sd);
+    int64_t s[5] = {2, 4, 4, 4, 1};
+    bp_tensor *x, *y;
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, s));
+    bp_tensor_fill(x, 1.0);
+    BP_OK_OR_FAIL(bp_node_update(seq, x, &y));
+    assert_int_equal(y->ndim, 2);
+    assert_int_equal(y->shape[1], 4 * 4 * 4 * 2);
+    for (int64_t i = 0; i < y->numel; i++) assert_true(bp_tensor_get(y, i) >= 0);
+    bp_ag_release_graph();
+    bp_tensor_free(y);
+    bp_tensor_free(x);
+    bp_node_free(seq);
+    BP_EXPECT_ERR(bp_sequential_new(&seq, 0, kids, NULL, NULL), BP_EINVAL, "needs at least one child");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_conv_vars_and_errors, setup),
+        cmocka_unit_test_setup(test_conv_hand_worked, setup),
+        cmocka_unit_test_setup(test_pool_hand_worked_and_errors, setup),
+        cmocka_unit_test_setup(test_dense_flatten_dropout_activations, setup),
+        cmocka_unit_test_setup(test_sequential_tree, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
