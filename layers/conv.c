@@ -183,26 +183,40 @@ static int64_t tile_rows(int64_t K, int64_t Pout)
     return P;
 }
 
-/* col[r, (a,b,c,ci)] = x[o(r)*s - lo + (a,b,c)*d, grp*Cg + ci], zero outside. */
+/* col[r, (a,b,c,ci)] = x[o(r)*s - lo + (a,b,c)*d, grp*Cg + ci], zero outside.
+ * When the innermost taps of a row are contiguous in x (dilation 1, one group,
+ * all taps inside), they are one copy of k2*Cin reals instead of k2 copies:
+ * im2col moves as many bytes as the GEMM does flops / (2*Cout), so its cost
+ * per call matters. */
 static void im2col_tile(const geom *g, const bp_real *xb, int64_t grp, int64_t p0, int64_t np, bp_real *col)
 {
-    const int64_t Cg = g->Cg;
+    const int64_t Cg = g->Cg, run = g->k[2] * Cg;
+    const bool packed = g->d[2] == 1 && g->G == 1;
     for (int64_t r = 0; r < np; r++) {
         int64_t p = p0 + r, o2 = p % g->out[2], t = p / g->out[2], o1 = t % g->out[1], o0 = t / g->out[1];
+        int64_t i2s = o2 * g->s[2] - g->lo[2];
+        bool inner = packed && i2s >= 0 && i2s + g->k[2] <= g->in[2];
         bp_real *dst = col + r * g->K;
         for (int64_t a = 0; a < g->k[0]; a++) {
             int64_t i0 = o0 * g->s[0] - g->lo[0] + a * g->d[0];
             bool in0 = i0 >= 0 && i0 < g->in[0];
-            for (int64_t b = 0; b < g->k[1]; b++) {
+            for (int64_t b = 0; b < g->k[1]; b++, dst += run) {
                 int64_t i1 = o1 * g->s[1] - g->lo[1] + b * g->d[1];
-                bool in1 = in0 && i1 >= 0 && i1 < g->in[1];
-                for (int64_t c = 0; c < g->k[2]; c++, dst += Cg) {
-                    int64_t i2 = o2 * g->s[2] - g->lo[2] + c * g->d[2];
-                    if (in1 && i2 >= 0 && i2 < g->in[2])
-                        memcpy(dst, xb + ((i0 * g->in[1] + i1) * g->in[2] + i2) * g->Cin + grp * Cg,
-                               sizeof(bp_real) * (size_t)Cg);
+                if (!(in0 && i1 >= 0 && i1 < g->in[1])) {
+                    memset(dst, 0, sizeof(bp_real) * (size_t)run);
+                    continue;
+                }
+                const bp_real *xrow = xb + (i0 * g->in[1] + i1) * g->in[2] * g->Cin + grp * Cg;
+                if (inner) {
+                    memcpy(dst, xrow + i2s * g->Cin, sizeof(bp_real) * (size_t)run);
+                    continue;
+                }
+                for (int64_t c = 0; c < g->k[2]; c++) {
+                    int64_t i2 = i2s + c * g->d[2];
+                    if (i2 >= 0 && i2 < g->in[2])
+                        memcpy(dst + c * Cg, xrow + i2 * g->Cin, sizeof(bp_real) * (size_t)Cg);
                     else
-                        memset(dst, 0, sizeof(bp_real) * (size_t)Cg);
+                        memset(dst + c * Cg, 0, sizeof(bp_real) * (size_t)Cg);
                 }
             }
         }
