@@ -14,6 +14,8 @@ endfunction()
 
 bpc_require_pkg(OPENBLAS openblas libopenblas-dev)
 bpc_require_pkg(JANSSON jansson libjansson-dev)
+bpc_require_pkg(LIBZIP libzip libzip-dev)
+bpc_require_pkg(ZLIB zlib zlib1g-dev)
 if(BPC_BUILD_TESTS)
   bpc_require_pkg(CMOCKA cmocka libcmocka-dev)
 endif()
