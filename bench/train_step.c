@@ -1,0 +1,148 @@
+/* bench/train_step — one SGD training step of the small 3-D CNN of
+ * performance-anchors.md (Conv3d(1,16)-BN-ReLU-MaxPool-Conv3d(16,32)-BN-ReLU-
+ * MaxPool-Dense, the model of examples/train3d), batch 16, 32^3 input,
+ * cross-entropy: median step time and peak RSS at 1 and 2 threads, beside
+ * PyTorch measured in the same run with the same thread count. Each thread
+ * count runs in its own child process, so each peak RSS is its own. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <bpc/bpc.h>
+#include <bpc/autograd.h>
+#include <bpc/ops.h>
+#include <bpc/optimizer.h>
+#include "../examples/train3d/model.h"
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void check(bp_status st, const char *what)
+{
+    if (st) {
+        fprintf(stderr, "train_step: %s: %s\n", what, bp_last_error());
+        exit(1);
+    }
+}
+
+/* The child: times reps steps at `threads`, prints "<ms> <peak MiB>". */
+static int measure(int threads, int reps, int batch, int size)
+{
+    omp_set_num_threads(threads);
+    const int classes = 10;
+    int64_t dims[3] = {size, size, size};
+    bp_node *net, *opt;
+    check(net_new(&net, dims, 1, classes, 0), "net");
+    bp_collector *tv;
+    check(bp_node_train_vars(net, NULL, &tv), "train_vars");
+    bp_momentum_opts mo = bp_momentum_defaults();
+    mo.lr = 0.01;
+    mo.train_vars = tv;
+    check(bp_momentum_new(&opt, &mo), "optimizer");
+    bp_collector_free(tv);
+    int64_t xs[5] = {batch, size, size, size, 1}, b = batch;
+    bp_tensor *x, *y;
+    check(bp_tensor_new(&x, BP_REAL_DTYPE, 5, xs), "x");
+    check(bp_tensor_new(&y, BP_INT64, 1, &b), "y");
+    bp_rng r;
+    bp_rng_seed(&r, 3);
+    for (int64_t i = 0; i < x->numel; i++) bp_tensor_set(x, i, bp_rng_normal(&r));
+    for (int64_t i = 0; i < b; i++) bp_tensor_set(y, i, (double)bp_rng_below(&r, classes));
+    bp_share_save_fit(true);
+    double *t = malloc(sizeof(double) * (size_t)reps);
+    for (int rep = -2; rep < reps; rep++) {
+        double t0 = now_ms();
+        bp_tensor *logits, *loss;
+        check(bp_node_update(net, x, &logits), "forward");
+        check(bp_softmax_cross_entropy(&loss, logits, y), "loss");
+        bp_node_zero_grad(net);
+        check(bp_backward(loss), "backward");
+        check(bp_optim_update(opt), "update");
+        bp_tensor_free(loss);
+        bp_tensor_free(logits);
+        if (rep >= 0) t[rep] = now_ms() - t0;
+    }
+    qsort(t, (size_t)reps, sizeof *t, cmp);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("%f %f\n", t[reps / 2], ru.ru_maxrss / 1024.0);
+    free(t);
+    bp_tensor_free(x);
+    bp_tensor_free(y);
+    bp_node_free(opt);
+    bp_node_free(net);
+    return 0;
+}
+
+static int run_child(const char *cmd, double *ms, double *mib)
+{
+    FILE *p = popen(cmd, "r");
+    int ok = p && fscanf(p, "%lf %lf", ms, mib) == 2;
+    if (p) pclose(p);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    int reps = 10, batch = 16, size = 32, torch = 1, child = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: train_step [--reps N] [--batch N] [--size S] [--no-torch]\n"
+                   "Median SGD step time and peak RSS of the small 3-D CNN at 1 and 2 threads, beside\n"
+                   "PyTorch (same net, same thread count) measured in the same run. Defaults: 10 reps,\n"
+                   "batch 16, 32^3. Goal (issue 6): faster than tuned PyTorch (98.5 ms at 1 thread, 56 ms\n"
+                   "at 2 on this machine), at most half of its peak RSS.\n");
+            return 0;
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-torch")) torch = 0;
+        else if (!strcmp(argv[i], "--child") && i + 1 < argc) child = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "train_step: unknown option %s (see --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (reps < 1 || batch < 2 || size < 4 || size % 4) {
+        fprintf(stderr, "train_step: --reps >= 1, --batch >= 2, --size a multiple of 4\n");
+        return 2;
+    }
+    if (child) return measure(child, reps, batch, size);
+    const char *core = getenv("OPENBLAS_CORETYPE");
+    printf("train step: batch %d, %d^3, SGD momentum; OPENBLAS_CORETYPE=%s\n", batch, size, core ? core : "(unset)");
+    printf("%-8s %12s %12s %12s %12s %10s %10s\n", "threads", "bpc ms", "bpc MiB", "torch ms", "torch MiB",
+           "speed-up", "RSS ratio");
+    for (int threads = 1; threads <= 2; threads++) {
+        char cmd[1024];
+        double ms = 0, mib = 0, tms = 0, tmib = 0;
+        snprintf(cmd, sizeof cmd, "'%s' --child %d --reps %d --batch %d --size %d", argv[0], threads, reps, batch, size);
+        if (!run_child(cmd, &ms, &mib)) {
+            fprintf(stderr, "train_step: the measuring child failed\n");
+            return 1;
+        }
+        int have_torch = 0;
+        if (torch) {
+            snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/train_step_torch.py %d %d %d %d 10 2>/dev/null", BP_BENCH_DIR,
+                     threads, reps, batch, size);
+            have_torch = run_child(cmd, &tms, &tmib);
+        }
+        if (have_torch)
+            printf("%-8d %12.1f %12.0f %12.1f %12.0f %9.2fx %9.2fx\n", threads, ms, mib, tms, tmib, tms / ms, mib / tmib);
+        else
+            printf("%-8d %12.1f %12.0f %12s %12s\n", threads, ms, mib, "n/a", "n/a");
+    }
+    printf("speed-up > 1: bpc is faster; RSS ratio < 0.5 meets the goal of half of PyTorch's peak\n");
+    return 0;
+}
