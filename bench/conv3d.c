@@ -11,21 +11,10 @@
 #include <string.h>
 #include <time.h>
 #include <bpc/bpc.h>
+#include "bench_common.h"
 #include <bpc/autograd.h>
 #include <bpc/conv.h>
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void usage(void)
 {
@@ -99,7 +88,7 @@ int main(int argc, char **argv)
         double *t = malloc(sizeof(double) * (size_t)reps), fwd = 0, fb = 0;
         for (int pass = 0; pass < 2; pass++) {
             for (int rep = -1; rep < reps; rep++) { /* rep -1: warm-up (pool, page faults) */
-                double t0 = now_ms();
+                double t0 = bench_now_ms();
                 bp_tensor *y;
                 if (pass == 0) bp_no_grad_begin();
                 check(bp_node_update(conv, x, &y), "update");
@@ -108,13 +97,12 @@ int main(int argc, char **argv)
                 else
                     check(bp_backward_with(y, dy), "backward");
                 bp_tensor_free(y);
-                if (rep >= 0) t[rep] = now_ms() - t0;
+                if (rep >= 0) t[rep] = bench_now_ms() - t0;
             }
-            qsort(t, (size_t)reps, sizeof *t, cmp);
             if (pass == 0)
-                fwd = t[reps / 2];
+                fwd = bench_median(t, reps);
             else
-                fb = t[reps / 2];
+                fb = bench_median(t, reps);
         }
         free(t);
         double tf[2] = {0, 0}, tv[2] = {0, 0};

@@ -11,23 +11,12 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <bpc/bpc.h>
+#include "bench_common.h"
 #include <bpc/autograd.h>
 #include <bpc/ops.h>
 #include <bpc/optimizer.h>
 #include "../examples/train3d/model.h"
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void check(bp_status st, const char *what)
 {
@@ -63,7 +52,7 @@ static int measure(int threads, int reps, int batch, int size)
     bp_share_save_fit(true);
     double *t = malloc(sizeof(double) * (size_t)reps);
     for (int rep = -2; rep < reps; rep++) {
-        double t0 = now_ms();
+        double t0 = bench_now_ms();
         bp_tensor *logits, *loss;
         check(bp_node_update(net, x, &logits), "forward");
         check(bp_softmax_cross_entropy(&loss, logits, y), "loss");
@@ -72,12 +61,12 @@ static int measure(int threads, int reps, int batch, int size)
         check(bp_optim_update(opt), "update");
         bp_tensor_free(loss);
         bp_tensor_free(logits);
-        if (rep >= 0) t[rep] = now_ms() - t0;
+        if (rep >= 0) t[rep] = bench_now_ms() - t0;
     }
-    qsort(t, (size_t)reps, sizeof *t, cmp);
+    double median = bench_median(t, reps);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("%f %f\n", t[reps / 2], ru.ru_maxrss / 1024.0);
+    printf("%f %f\n", median, ru.ru_maxrss / 1024.0);
     free(t);
     bp_tensor_free(x);
     bp_tensor_free(y);

@@ -155,7 +155,7 @@ static bp_status bn_new(bp_node **out, const bp_node_class *cls, int ndim, int64
                        o.momentum);
     if (o.n_axis_index_groups && !o.axis_index_groups)
         return bp_fail(BP_EINVAL, "%s: axis_index_groups is NULL with %zu entries", who, o.n_axis_index_groups);
-    int axis[BP_MAX_DIMS], n_axis;
+    int axis[BP_MAX_DIMS], n_axis = 0;
     BP_TRY(resolve_axes(who, ndim, &o, axis, &n_axis));
     int n_kept = ndim - 1 - n_axis;
     int64_t n_features = num_features;
