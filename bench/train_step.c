@@ -34,8 +34,10 @@ static int measure(int threads, int reps, int batch, int size)
     int64_t dims[3] = {size, size, size};
     bp_node *net, *opt;
     check(net_new(&net, dims, 1, classes, 0), "net");
-    bp_collector *tv;
-    check(bp_node_train_vars(net, NULL, &tv), "train_vars");
+    bp_collector *all, *tv;
+    check(bp_node_train_vars(net, NULL, &all), "train_vars");
+    check(bp_collector_unique(all, &tv), "unique");
+    bp_collector_free(all);
     bp_momentum_opts mo = bp_momentum_defaults();
     mo.lr = 0.01;
     mo.train_vars = tv;
