@@ -132,18 +132,33 @@ static bool keep_first(const bp_collector *c, size_t i, const void *arg)
     return true;
 }
 
+/* Filtering by var kind only makes sense for vars, by class only for nodes:
+ * asking the other collector kind is a caller's mistake, not an empty result. */
+static bp_status check_holds(const char *who, const bp_collector *c, bool want_nodes, bp_collector **out)
+{
+    if (out) *out = NULL;
+    if (c && c->holds_nodes != want_nodes)
+        return bp_fail(BP_EINVAL, "%s: the collector holds %s, expected %s", who,
+                       c->holds_nodes ? "nodes" : "variables", want_nodes ? "nodes" : "variables");
+    return BP_OK;
+}
+
 bp_status bp_collector_subset(const bp_collector *c, unsigned kinds, bp_collector **out)
 {
+    BP_TRY(check_holds("collector_subset", c, false, out));
     return collector_filter(c, out, keep_kinds, &kinds);
 }
 
 bp_status bp_collector_not_subset(const bp_collector *c, unsigned kinds, bp_collector **out)
 {
+    BP_TRY(check_holds("collector_not_subset", c, false, out));
     return collector_filter(c, out, keep_not_kinds, &kinds);
 }
 
 bp_status bp_collector_subset_class(const bp_collector *c, const bp_node_class *cls, bp_collector **out)
 {
+    BP_TRY(check_holds("collector_subset_class", c, true, out));
+    if (!cls) return bp_fail(BP_EINVAL, "collector_subset_class: class is NULL");
     return collector_filter(c, out, keep_class, cls);
 }
 

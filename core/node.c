@@ -151,7 +151,11 @@ static bp_status next_auto_name(const char *type, char *buf, size_t cap)
         c->next = 0;
         n_counters++;
     }
-    snprintf(buf, cap, "%s%ld", type, c->next++);
+    int len = snprintf(buf, cap, "%s%ld", type, c->next);
+    if (len < 0 || (size_t)len >= cap)
+        return bp_fail(BP_EINVAL, "unique_name: \"%s%ld\" needs %d bytes, buffer has %zu", type, c->next,
+                       len + 1, cap);
+    c->next++;
     return BP_OK;
 }
 
@@ -163,6 +167,9 @@ bp_status bp_unique_name(const bp_node *self, const char *name, const char *type
     pthread_mutex_lock(&registry_lock);
     if (name) {
         st = check_unique(self, name);
+        if (!st && strlen(name) >= cap)
+            st = bp_fail(BP_EINVAL, "unique_name: \"%s\" needs %zu bytes, buffer has %zu", name,
+                         strlen(name) + 1, cap);
         if (!st) snprintf(buf, cap, "%s", name);
     } else {
         if (!type && self) type = self->cls->name;
@@ -192,7 +199,9 @@ static void unregister_node(const bp_node *n)
     }
 }
 
-/* Gives n the name (automatic when name is NULL), releasing its old one. */
+/* Gives n the name (automatic when name is NULL), releasing its old one.
+ * A rename updates n's registry entry in place, so the registry never goes
+ * through an empty state (which would free its array) in the middle. */
 static bp_status assign_name(bp_node *n, const char *name)
 {
     char buf[256];
@@ -208,9 +217,12 @@ static bp_status assign_name(bp_node *n, const char *name)
         st = next_auto_name(n->cls->name, buf, sizeof buf);
         if (!st) st = check_unique(n, buf);
     }
-    char *copy = NULL;
-    if (!st && !(copy = strdup(buf))) st = bp_fail(BP_ENOMEM, "name: out of memory");
-    if (!st && n_names == cap_names) {
+    char *copy = NULL, *reg = NULL;
+    if (!st && (!(copy = strdup(buf)) || !(reg = strdup(buf)))) st = bp_fail(BP_ENOMEM, "name: out of memory");
+    name_entry *mine = NULL;
+    for (size_t i = 0; !st && i < n_names; i++)
+        if (names[i].node == n) mine = &names[i];
+    if (!st && !mine && n_names == cap_names) {
         size_t cap = cap_names ? cap_names * 2 : 32;
         name_entry *grown = realloc(names, sizeof *names * cap);
         if (!grown)
@@ -221,18 +233,17 @@ static bp_status assign_name(bp_node *n, const char *name)
         }
     }
     if (!st) {
-        unregister_node(n);
-        names[n_names++] = (name_entry){strdup(copy), n};
-        if (!names[n_names - 1].name) {
-            n_names--;
-            st = bp_fail(BP_ENOMEM, "name: out of memory");
+        if (mine) {
+            free(mine->name);
+            mine->name = reg;
+        } else {
+            names[n_names++] = (name_entry){reg, n};
         }
-    }
-    if (!st) {
         free(n->priv->name);
         n->priv->name = copy;
     } else {
         free(copy);
+        free(reg);
     }
     pthread_mutex_unlock(&registry_lock);
     return st;
@@ -416,6 +427,32 @@ static bp_status check_attr(const bp_node *n, const char *attr)
     return BP_OK;
 }
 
+/* True if `target` is `from` or lies below it (attributes and implicit
+ * nodes). Adding a node below one of its own descendants would make a
+ * reference cycle that is never freed, so such an edge is refused. */
+static bool reaches(const bp_node *from, const bp_node *target)
+{
+    if (from == target) return true;
+    const struct bp_node_priv *p = from->priv;
+    for (size_t i = 0; i < p->n_attrs + p->n_implicit_nodes; i++) {
+        const bp_entry *e = i < p->n_attrs ? &p->attrs[i] : &p->implicit_nodes[i - p->n_attrs];
+        if (!e->is_node) continue;
+        for (size_t j = 0; j < e->n; j++)
+            if (reaches(e->items[j], target)) return true;
+    }
+    return false;
+}
+
+/* The checks shared by every way of hanging `child` below n. */
+static bp_status check_child(const bp_node *n, const char *what, const bp_node *child)
+{
+    if (child == n) return bp_fail(BP_EINVAL, "%s: a node cannot be its own %s", n->priv->name, what);
+    if (reaches(child, n))
+        return bp_fail(BP_EINVAL, "%s: %s %s is an ancestor of it (a cycle would never be freed)",
+                       n->priv->name, what, child->priv->name);
+    return BP_OK;
+}
+
 bp_status bp_node_add_var(bp_node *n, const char *attr, bp_var_kind kind, bp_tensor *value, bp_var **out)
 {
     if (out) *out = NULL;
@@ -448,7 +485,7 @@ bp_status bp_node_add_child(bp_node *n, const char *attr, bp_node *child)
 {
     BP_TRY(check_attr(n, attr));
     if (!child) return bp_fail(BP_EINVAL, "%s: child \"%s\" is NULL", n->priv->name, attr);
-    if (child == n) return bp_fail(BP_EINVAL, "%s: a node cannot be its own child", n->priv->name);
+    BP_TRY(check_child(n, "child", child));
     return push_entry(&n->priv->attrs, &n->priv->n_attrs, attr, true, false, 1, (void **)&child);
 }
 
@@ -458,8 +495,7 @@ bp_status bp_node_add_child_list(bp_node *n, const char *attr, size_t count, bp_
     for (size_t i = 0; i < count; i++) {
         if (!children || !children[i])
             return bp_fail(BP_EINVAL, "%s: node list \"%s\": item %zu is NULL", n->priv->name, attr, i);
-        if (children[i] == n)
-            return bp_fail(BP_EINVAL, "%s: a node cannot be its own child", n->priv->name);
+        BP_TRY(check_child(n, "child", children[i]));
     }
     return push_entry(&n->priv->attrs, &n->priv->n_attrs, attr, true, true, count,
                       (void *const *)children);
@@ -479,6 +515,43 @@ bp_node *bp_node_child(const bp_node *n, const char *attr)
     return e && e->is_node && !e->is_list ? e->items[0] : NULL;
 }
 
+/* The key of implicit item i: keys[i], else the fallback written into buf. */
+static const char *implicit_key(const char *const *keys, size_t i, const char *fallback)
+{
+    return keys && keys[i] ? keys[i] : fallback;
+}
+
+static void auto_var_key(const bp_var *v, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "var%llu", (unsigned long long)(uintptr_t)v); /* BrainPy's f'var{id(v)}' */
+}
+
+/* Checks that registering items[0..count) under their keys binds no key
+ * twice to different objects, against what e already holds and within the
+ * batch, so a registration is all or nothing. */
+static bp_status check_implicit_batch(const bp_node *n, const char *what, bp_entry *e, size_t n_e,
+                                      size_t count, const char *const *keys, void *const *items,
+                                      bool is_node)
+{
+    for (size_t i = 0; i < count; i++) {
+        char bi[64], bj[64];
+        if (!is_node) auto_var_key(items[i], bi, sizeof bi);
+        const char *ki = implicit_key(keys, i, is_node ? ((bp_node *)items[i])->priv->name : bi);
+        bp_entry *old = find_entry(e, n_e, ki);
+        if (old && old->items[0] != items[i])
+            return bp_fail(BP_ECONFLICT, "%s: implicit %s key \"%s\" is already bound to another %s",
+                           n->priv->name, what, ki, what);
+        for (size_t j = 0; j < i; j++) {
+            if (!is_node) auto_var_key(items[j], bj, sizeof bj);
+            const char *kj = implicit_key(keys, j, is_node ? ((bp_node *)items[j])->priv->name : bj);
+            if (strcmp(ki, kj) == 0 && items[i] != items[j])
+                return bp_fail(BP_ECONFLICT, "%s: implicit %s key \"%s\" is given twice for different %ss",
+                               n->priv->name, what, ki, what);
+        }
+    }
+    return BP_OK;
+}
+
 bp_status bp_node_register_implicit_vars(bp_node *n, size_t count, const char *const *keys,
                                          bp_var *const *vars)
 {
@@ -486,21 +559,15 @@ bp_status bp_node_register_implicit_vars(bp_node *n, size_t count, const char *c
     for (size_t i = 0; i < count; i++)
         if (!vars || !vars[i])
             return bp_fail(BP_EINVAL, "%s: register_implicit_vars: var %zu is NULL", n->priv->name, i);
+    struct bp_node_priv *p = n->priv;
+    BP_TRY(check_implicit_batch(n, "var", p->implicit_vars, p->n_implicit_vars, count, keys,
+                                (void *const *)vars, false));
     for (size_t i = 0; i < count; i++) {
         char auto_key[64];
-        const char *key = keys && keys[i] ? keys[i] : NULL;
-        if (!key) {
-            snprintf(auto_key, sizeof auto_key, "var%llu", (unsigned long long)(uintptr_t)vars[i]);
-            key = auto_key;
-        }
-        bp_entry *e = find_entry(n->priv->implicit_vars, n->priv->n_implicit_vars, key);
-        if (e) {
-            if (e->items[0] != vars[i])
-                return bp_fail(BP_ECONFLICT, "%s: implicit var key \"%s\" is already bound to another var",
-                               n->priv->name, key);
-            continue;
-        }
-        BP_TRY(push_entry(&n->priv->implicit_vars, &n->priv->n_implicit_vars, key, false, false, 1,
+        auto_var_key(vars[i], auto_key, sizeof auto_key);
+        const char *key = implicit_key(keys, i, auto_key);
+        if (find_entry(p->implicit_vars, p->n_implicit_vars, key)) continue; /* the same var again */
+        BP_TRY(push_entry(&p->implicit_vars, &p->n_implicit_vars, key, false, false, 1,
                           (void *const *)&vars[i]));
     }
     return BP_OK;
@@ -513,19 +580,15 @@ bp_status bp_node_register_implicit_nodes(bp_node *n, size_t count, const char *
     for (size_t i = 0; i < count; i++) {
         if (!nodes || !nodes[i])
             return bp_fail(BP_EINVAL, "%s: register_implicit_nodes: node %zu is NULL", n->priv->name, i);
-        if (nodes[i] == n)
-            return bp_fail(BP_EINVAL, "%s: a node cannot be its own implicit node", n->priv->name);
+        BP_TRY(check_child(n, "implicit node", nodes[i]));
     }
+    struct bp_node_priv *p = n->priv;
+    BP_TRY(check_implicit_batch(n, "node", p->implicit_nodes, p->n_implicit_nodes, count, keys,
+                                (void *const *)nodes, true));
     for (size_t i = 0; i < count; i++) {
-        const char *key = keys && keys[i] ? keys[i] : nodes[i]->priv->name;
-        bp_entry *e = find_entry(n->priv->implicit_nodes, n->priv->n_implicit_nodes, key);
-        if (e) {
-            if (e->items[0] != nodes[i])
-                return bp_fail(BP_ECONFLICT, "%s: implicit node key \"%s\" is already bound to another node",
-                               n->priv->name, key);
-            continue;
-        }
-        BP_TRY(push_entry(&n->priv->implicit_nodes, &n->priv->n_implicit_nodes, key, true, false, 1,
+        const char *key = implicit_key(keys, i, nodes[i]->priv->name);
+        if (find_entry(p->implicit_nodes, p->n_implicit_nodes, key)) continue; /* the same node again */
+        BP_TRY(push_entry(&p->implicit_nodes, &p->n_implicit_nodes, key, true, false, 1,
                           (void *const *)&nodes[i]));
     }
     return BP_OK;

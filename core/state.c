@@ -123,8 +123,9 @@ bp_status bp_dict_set_dict(bp_dict *d, const char *key, bp_dict *sub)
 
 bp_status bp_dict_remove(bp_dict *d, const char *key)
 {
+    if (!d || !key) return bp_fail(BP_EINVAL, "dict_remove: NULL %s", !d ? "dict" : "key");
     long i = dict_find(d, key);
-    if (i < 0) return bp_fail(BP_ENOTFOUND, "dict_remove: no key \"%s\"", key ? key : "(null)");
+    if (i < 0) return bp_fail(BP_ENOTFOUND, "dict_remove: no key \"%s\"", key);
     free(d->items[i].key);
     bp_tensor_free(d->items[i].t);
     bp_dict_free(d->items[i].sub);
@@ -287,6 +288,7 @@ bp_status bp_node_save_state(bp_node *n, bp_dict **out)
 {
     if (!out) return bp_fail(BP_EINVAL, "save_state: out is NULL");
     *out = NULL;
+    if (!n) return bp_fail(BP_EINVAL, "save_state: node is NULL");
     bp_collector *own;
     BP_TRY(own_vars(n, &own));
     bp_status st = snapshot(own, out);
@@ -297,7 +299,8 @@ bp_status bp_node_save_state(bp_node *n, bp_dict **out)
 bp_status bp_node_load_state(bp_node *n, const bp_dict *state, bp_load_result *result)
 {
     if (result) memset(result, 0, sizeof *result);
-    if (!state) return bp_fail(BP_EINVAL, "load_state: state is NULL");
+    if (!n) return bp_fail(BP_EINVAL, "load_state: node is NULL");
+    if (!state) return bp_fail(BP_EINVAL, "%s: load_state: state is NULL", bp_node_name(n));
     bp_collector *own;
     BP_TRY(own_vars(n, &own));
     load_plan p = {0};
@@ -312,6 +315,7 @@ bp_status bp_node_state_dict(bp_node *n, bp_dict **out)
 {
     if (!out) return bp_fail(BP_EINVAL, "state_dict: out is NULL");
     *out = NULL;
+    if (!n) return bp_fail(BP_EINVAL, "state_dict: node is NULL");
     bp_collector *nodes;
     BP_TRY(bp_node_nodes(n, NULL, &nodes));
     bp_dict *d;
@@ -430,6 +434,7 @@ bp_status bp_node_tree_flatten(bp_node *n, bp_tensor ***values, size_t *count, b
     *values = NULL;
     *count = 0;
     *def = NULL;
+    if (!n) return bp_fail(BP_EINVAL, "tree_flatten: node is NULL");
     bp_collector *all, *vars;
     BP_TRY(bp_node_vars(n, NULL, &all));
     bp_status st = bp_collector_unique(all, &vars);
@@ -491,6 +496,9 @@ bp_status bp_tree_unflatten(const bp_tree_def *def, bp_tensor *const *values, si
             st = bp_fail(BP_ENOTFOUND, "tree_unflatten: the tree no longer has \"%s\"", def->keys[i]);
         else if (!bp_tensor_same_shape(bp_collector_var(vars, (size_t)at)->value, values[i]))
             st = bp_fail(BP_ESHAPE, "tree_unflatten: \"%s\" changed shape in the tree since flatten",
+                         def->keys[i]);
+        else if (bp_collector_var(vars, (size_t)at)->value->dtype != values[i]->dtype)
+            st = bp_fail(BP_EDTYPE, "tree_unflatten: \"%s\" changed dtype in the tree since flatten",
                          def->keys[i]);
     }
     for (size_t i = 0; !st && i < count; i++)

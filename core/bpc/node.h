@@ -13,6 +13,10 @@
  *   vars():          for each collected node, its vars as "<nodekey>.<attr>"
  *                    (plain "<attr>" for the relative root), list items
  *                    "<nodekey>.<attr>-i", then implicit vars "<nodekey>.<key>".
+ *                    Two deliberate departures at the relative root, where
+ *                    BrainPy's keys are broken: var-list items are "<attr>-i"
+ *                    (BrainPy collapses them all to "<attr>", a conflict for
+ *                    two or more) and implicit vars are "<key>" (BrainPy: ".<key>").
  *
  * Names: automatic names are "<ClassName><n>" with one counter per class name;
  * a user name must be an identifier and unique among live nodes. A freed node
@@ -23,7 +27,10 @@
  * variable to a node makes the node hold its own reference, so the caller may
  * drop theirs. bp_node_free drops a reference; the last one frees the node, its
  * variables and its references to children. Collectors hold references to
- * what they list until bp_collector_free. */
+ * what they list until bp_collector_free. Reference counts are not atomic:
+ * use one tree from one thread at a time (the name registry itself is
+ * locked). An edge that would make a node its own descendant is refused with
+ * BP_EINVAL, since a reference cycle would never be freed. */
 #ifndef BPC_NODE_H
 #define BPC_NODE_H
 
@@ -116,9 +123,12 @@ void bp_node_free(bp_node *n);
 
 const char *bp_node_name(const bp_node *n);
 const char *bp_node_class_name(const bp_node *n);
-/* Renames the node (the name setter: validated as at construction). */
+/* Renames the node (the name setter: validated as at construction; name NULL
+ * gives a fresh automatic name). The old name is released; on failure the
+ * node keeps its old name. */
 bp_status bp_node_set_name(bp_node *n, const char *name);
-/* Changes the mode; checked against the class's supported modes. */
+/* Changes the mode; checked against the class's supported modes (BP_EMODE,
+ * mode unchanged) and for a valid kind (BP_EINVAL). */
 bp_status bp_node_set_mode(bp_node *n, bp_mode mode);
 /* BrainPy's repr: "BatchNorm3d0(mode=TrainingMode(batch_size=1))". */
 const char *bp_node_repr(const bp_node *n, char *buf, size_t cap);
@@ -134,9 +144,12 @@ bp_status bp_node_add_var(bp_node *n, const char *attr, bp_var_kind kind, bp_ten
 bp_status bp_node_attach_var(bp_node *n, const char *attr, bp_var *v);
 /* Declares a list of variables (VarList): keys "<attr>-<i>". */
 bp_status bp_node_add_var_list(bp_node *n, const char *attr, size_t count, bp_var *const *vars);
-/* Declares a child node attribute; the parent takes a reference. */
+/* Declares a child node attribute; the parent takes a reference. BP_EINVAL
+ * when child is n or an ancestor of n (the reference cycle would never be
+ * freed); a second path to the same descendant is fine. */
 bp_status bp_node_add_child(bp_node *n, const char *attr, bp_node *child);
-/* Declares a list of child nodes (NodeList): relative keys "<attr>-<i>". */
+/* Declares a list of child nodes (NodeList): relative keys "<attr>-<i>".
+ * Each item is checked as in bp_node_add_child. */
 bp_status bp_node_add_child_list(bp_node *n, const char *attr, size_t count,
                                  bp_node *const *children);
 /* The variable / child declared as `attr`, or NULL. Borrowed. */
@@ -144,12 +157,16 @@ bp_var *bp_node_var(const bp_node *n, const char *attr);
 bp_node *bp_node_child(const bp_node *n, const char *attr);
 
 /* register_implicit_vars: each var under keys[i], or "var<address>" when keys
- * is NULL or keys[i] is NULL (BrainPy's f'var{id(v)}'). BP_ECONFLICT when a key
- * is already bound to a different var. */
+ * is NULL or keys[i] is NULL (BrainPy's f'var{id(v)}'). The node takes a
+ * reference to each. The same var under its key again is a no-op. All or
+ * nothing: BP_ECONFLICT when a key is already bound to a different var or
+ * given twice for different vars in this call, and then nothing is registered. */
 bp_status bp_node_register_implicit_vars(bp_node *n, size_t count, const char *const *keys,
                                          bp_var *const *vars);
 /* register_implicit_nodes: each node under keys[i], or its name when keys is
- * NULL or keys[i] is NULL. */
+ * NULL or keys[i] is NULL. Implicit nodes come after the attribute children
+ * in nodes(). Checked and all or nothing as above, plus BP_EINVAL for n
+ * itself or an ancestor of n. */
 bp_status bp_node_register_implicit_nodes(bp_node *n, size_t count, const char *const *keys,
                                           bp_node *const *nodes);
 
@@ -181,15 +198,18 @@ const char *bp_collector_key(const bp_collector *c, size_t i);
 /* Item i as a var / node (NULL if the collector holds the other kind). Borrowed. */
 bp_var *bp_collector_var(const bp_collector *c, size_t i);
 bp_node *bp_collector_node(const bp_collector *c, size_t i);
-/* Index of key, or -1. */
+/* Index of key, or -1 (also for a NULL collector or key). */
 long bp_collector_find(const bp_collector *c, const char *key);
-/* subset(kinds) / not_subset(kinds) for var collectors (isinstance semantics). */
+/* subset(kinds) / not_subset(kinds) for var collectors (isinstance semantics:
+ * BP_VARIABLE matches every var). BP_EINVAL for a node collector. */
 bp_status bp_collector_subset(const bp_collector *c, unsigned kinds, bp_collector **out);
 bp_status bp_collector_not_subset(const bp_collector *c, unsigned kinds, bp_collector **out);
-/* For node collectors: keep nodes whose class is exactly cls. */
+/* For node collectors: keep nodes whose class is exactly cls. BP_EINVAL for a
+ * var collector or a NULL class. */
 bp_status bp_collector_subset_class(const bp_collector *c, const bp_node_class *cls,
                                     bp_collector **out);
-/* unique(): drops later keys bound to an object already listed (first key wins). */
+/* unique(): drops later keys bound to an object already listed (first key
+ * wins). Works on both kinds of collector. */
 bp_status bp_collector_unique(const bp_collector *c, bp_collector **out);
 void bp_collector_free(bp_collector *c);
 
@@ -197,13 +217,19 @@ void bp_collector_free(bp_collector *c);
 
 /* unique_name(name, type): with name, validates it (identifier, not used by a
  * live node other than `self`, which may be NULL) and copies it; without, makes
- * "<type><n>" from the per-type counter. Writes into buf (cap bytes). */
+ * "<type><n>" from the per-type counter (type NULL: self's class name), which
+ * must not be the name of another live node. Writes into buf (cap bytes).
+ * Reserves nothing: only live nodes hold names. Errors: BP_ENAME (invalid or
+ * taken), BP_EINVAL (buf NULL or too small; the counter is then not used up). */
 bp_status bp_unique_name(const bp_node *self, const char *name, const char *type, char *buf,
                          size_t cap);
 /* Clears the name registry and every counter (brainpy.math.clear_name_cache).
- * Live nodes keep their names but no longer reserve them. */
+ * Live nodes keep their names but no longer reserve them, so a new node may
+ * then take a live node's name; a tree holding both fails nodes(absolute)
+ * with BP_ECONFLICT. */
 void bp_clear_name_cache(void);
-/* True if s is a valid identifier ([A-Za-z_][A-Za-z0-9_]*). */
+/* True if s is a valid identifier ([A-Za-z_][A-Za-z0-9_]*). ASCII only:
+ * Python's str.isidentifier also accepts non-ASCII letters. */
 bool bp_is_identifier(const char *s);
 
 /* ---------------------------------------------------------- update and reset */
@@ -217,9 +243,10 @@ bp_status bp_node_call(bp_node *n, const bp_shared_args *shared, bp_tensor *x, b
 bool bp_node_pass_shared(const bp_node *n);
 /* reset_state(): the node's own hook only. */
 bp_status bp_node_reset_state(bp_node *n);
-/* reset(): reset_state on every unique node of the tree, self first. */
+/* reset(): reset_state on every unique node of the tree, in nodes() order
+ * (self first). Stops at the first hook that fails and returns its status. */
 bp_status bp_node_reset(bp_node *n);
-/* clear_input(): the hook on every unique node of the tree. */
+/* clear_input(): the hook on every unique node of the tree, in nodes() order. */
 void bp_node_clear_input(bp_node *n);
 /* Zeros the gradient of every TrainVar in the tree. */
 void bp_node_zero_grad(bp_node *n);

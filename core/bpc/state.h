@@ -32,9 +32,11 @@ bp_tensor *bp_dict_get_tensor(const bp_dict *d, const char *key);
 bp_dict *bp_dict_get_dict(const bp_dict *d, const char *key);
 /* Sets key to t (the dict takes a reference), replacing an existing entry in place. */
 bp_status bp_dict_set_tensor(bp_dict *d, const char *key, bp_tensor *t);
-/* Sets key to sub; the dict takes ownership of sub (also on failure). */
+/* Sets key to sub; the dict takes ownership of sub (also on failure, except
+ * when sub is d itself, BP_EINVAL). sub must not be owned by another dict. */
 bp_status bp_dict_set_dict(bp_dict *d, const char *key, bp_dict *sub);
-/* Removes key; BP_ENOTFOUND if absent. */
+/* Removes key (releasing its value), keeping the order of the others.
+ * BP_ENOTFOUND if absent, BP_EINVAL for a NULL dict or key. */
 bp_status bp_dict_remove(bp_dict *d, const char *key);
 
 /* The result of a load: clean keys (no doubled node prefix). */
@@ -51,8 +53,10 @@ void bp_load_result_clear(bp_load_result *r);
 /* save_state(): the node's own vars (level 0, unique) as a flat dict of copies,
  * keyed absolutely ("BatchNorm3d0.running_mean"). */
 bp_status bp_node_save_state(bp_node *n, bp_dict **out);
-/* load_state(flat): loads the intersection of keys; reports the rest. All
- * shapes and dtypes are checked before anything is written. */
+/* load_state(flat): loads the intersection of keys; reports the rest in
+ * result (may be NULL; zeroed on failure). All shapes and dtypes are checked
+ * before anything is written: BP_ESHAPE / BP_EDTYPE leave the node unchanged;
+ * BP_EFORMAT when a var's key maps to a nested dict. Never warns. */
 bp_status bp_node_load_state(bp_node *n, const bp_dict *state, bp_load_result *result);
 
 /* state_dict(): nested, one entry per node of nodes() (absolute). */
@@ -69,8 +73,9 @@ typedef enum bp_compat {
  * of the state for nodes that do not exist in the tree are reported as
  * unexpected rather than silently ignored.
  * All or nothing: a shape or dtype mismatch on any key is BP_ESHAPE /
- * BP_EDTYPE and the tree is left unchanged. A compatible value other than v1
- * or v2 is BP_EINVAL. */
+ * BP_EDTYPE and the tree is left unchanged (nothing warned, result zeroed).
+ * BP_EFORMAT for a v2 node entry that is a tensor, or a var entry that is a
+ * dict. A compatible value other than v1 or v2 is BP_EINVAL. */
 bp_status bp_node_load_state_dict(bp_node *n, const bp_dict *state, bool warn, bp_compat compatible,
                                   bp_load_result *result);
 
@@ -87,7 +92,10 @@ bp_status bp_node_tree_flatten(bp_node *n, bp_tensor ***values, size_t *count, b
 /* tree_unflatten(def, values): checks count, shapes and dtypes against def,
  * then writes the values into the tree def came from and returns that node
  * (a new reference) in *out. All or nothing. C cannot build an object
- * without its constructor, so the values go back into the described tree. */
+ * without its constructor, so the values go back into the described tree.
+ * Errors: BP_ESHAPE (wrong count or shape), BP_EDTYPE, BP_EINVAL (NULL
+ * value), BP_ENOTFOUND (a key that the tree no longer has, e.g. after a
+ * rename), BP_ESHAPE / BP_EDTYPE (a var whose tensor changed since flatten). */
 bp_status bp_tree_unflatten(const bp_tree_def *def, bp_tensor *const *values, size_t count,
                             bp_node **out);
 size_t bp_tree_def_len(const bp_tree_def *def);
