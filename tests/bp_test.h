@@ -24,8 +24,9 @@
         int bp_t_st_ = (int)(expr);                                                \
         if (bp_t_st_ != (int)(status))                                             \
             fail_msg("%s -> %d, expected %d (%s)", #expr, bp_t_st_, (int)(status), bp_last_error()); \
-        if ((needle) && !strstr(bp_last_error(), (needle)))                        \
-            fail_msg("%s: message \"%s\" lacks \"%s\"", #expr, bp_last_error(), (const char *)(needle)); \
+        const char *bp_t_needle_ = (needle); /* a pointer: arrays trip -Waddress */  \
+        if (bp_t_needle_ && !strstr(bp_last_error(), bp_t_needle_))                \
+            fail_msg("%s: message \"%s\" lacks \"%s\"", #expr, bp_last_error(), bp_t_needle_); \
     } while (0)
 
 /* |a - b| <= atol + rtol * |b|, with the values printed on failure. */
