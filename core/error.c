@@ -19,10 +19,14 @@ void bp_clear_error(void)
 
 bp_status bp_fail(bp_status st, const char *fmt, ...)
 {
+    /* Format into a local buffer first: callers may pass bp_last_error()
+     * itself as an argument to add context to a lower-level message. */
+    char buf[sizeof last_msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_msg, sizeof last_msg, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(last_msg, buf, sizeof buf);
     last_status = st;
     return st;
 }

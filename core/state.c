@@ -66,15 +66,12 @@ bp_dict *bp_dict_get_dict(const bp_dict *d, const char *key)
     return i < 0 ? NULL : d->items[i].sub;
 }
 
-/* The slot for key: the existing one (cleared) or a new one at the end. */
+/* The slot for key: the existing one (its old value released by the caller
+ * after the new one is in place) or a new empty one at the end. */
 static bp_status dict_slot(bp_dict *d, const char *key, dict_item **slot)
 {
     long i = dict_find(d, key);
     if (i >= 0) {
-        bp_tensor_free(d->items[i].t);
-        bp_dict_free(d->items[i].sub);
-        d->items[i].t = NULL;
-        d->items[i].sub = NULL;
         *slot = &d->items[i];
         return BP_OK;
     }
@@ -100,7 +97,13 @@ bp_status bp_dict_set_tensor(bp_dict *d, const char *key, bp_tensor *t)
     if (!d || !key || !t) return bp_fail(BP_EINVAL, "dict_set_tensor: NULL %s", !d ? "dict" : !key ? "key" : "tensor");
     dict_item *slot;
     BP_TRY(dict_slot(d, key, &slot));
+    /* Retain before releasing: t may be the value already stored here. */
+    bp_tensor *old_t = slot->t;
+    bp_dict *old_sub = slot->sub;
     slot->t = bp_tensor_retain(t);
+    slot->sub = NULL;
+    bp_tensor_free(old_t);
+    bp_dict_free(old_sub);
     return BP_OK;
 }
 
@@ -117,7 +120,13 @@ bp_status bp_dict_set_dict(bp_dict *d, const char *key, bp_dict *sub)
         bp_dict_free(sub);
         return st;
     }
+    if (slot->sub == sub) return BP_OK; /* already stored here */
+    bp_tensor *old_t = slot->t;
+    bp_dict *old_sub = slot->sub;
     slot->sub = sub;
+    slot->t = NULL;
+    bp_tensor_free(old_t);
+    bp_dict_free(old_sub);
     return BP_OK;
 }
 

@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <bpc/autograd.h>
 #include <bpc/batchnorm.h>
+#include <bpc/batchnorm_kernels.h>
 
 static void bn_destroy(bp_node *n);
 static bp_status bn_update(bp_node *n, bp_tensor *x, bp_tensor **out);
@@ -165,6 +167,9 @@ static bp_status bn_new(bp_node **out, const bp_node_class *cls, int ndim, int64
                            "%s: axis keeps input axis %d besides the channel; give its size in kept_dims[%d] "
                            "(got %lld)",
                            who, n_axis + i, i, (long long)o.kept_dims[i]);
+        if (o.kept_dims[i] > INT64_MAX / 8 / n_features)
+            return bp_fail(BP_EINVAL, "%s: kept_dims make too many statistics (overflow at kept_dims[%d] = %lld)", who,
+                           i, (long long)o.kept_dims[i]);
         n_features *= o.kept_dims[i];
     }
 
@@ -226,8 +231,6 @@ bp_status bp_batchnorm3d_new(bp_node **out, int64_t num_features, const bp_batch
 
 /* ------------------------------------------------------------------ update */
 
-#include <bpc/autograd.h>
-#include <bpc/batchnorm_kernels.h>
 
 /* What backward needs, saved by the forward. Tensors are owned references. */
 typedef struct bn_ctx {
@@ -373,9 +376,6 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, bp_tensor **out
             bp_real *v = bp_tensor_reals(var);
             st = relu ? bp_bn_relu_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL)
                       : bp_bn_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL);
-            if (!st)
-                st = bp_bn_update_running(bp_tensor_reals(bn->running_mean->value),
-                                          bp_tensor_reals(bn->running_var->value), m, v, M, F, bn->momentum);
         } else {
             /* Backward must see the statistics this forward used, even if a later
              * fit step moves the running buffers: keep copies. */
@@ -386,7 +386,7 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, bp_tensor **out
         }
         if (st) st = bp_fail(st, "%s: %s", who, bp_last_error());
     }
-    bp_tensor_free(var);
+    bp_tensor *mean_keep = fit && !st ? bp_tensor_retain(c.mean) : NULL;
     if (!st) {
         bp_tensor *in[3] = {x, bn->scale ? bn->scale->value : NULL, bn->bias ? bn->bias->value : NULL};
         int n_in = bn->affine ? 3 : 1;
@@ -395,6 +395,13 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, bp_tensor **out
             c = (bn_ctx){0}; /* the graph owns (or already released) what c pointed to */
         }
     }
+    /* The running statistics move last, once nothing can fail any more, so a
+     * failed update leaves the layer as it was. */
+    if (!st && fit)
+        st = bp_bn_update_running(bp_tensor_reals(bn->running_mean->value), bp_tensor_reals(bn->running_var->value),
+                                  bp_tensor_creals(mean_keep), bp_tensor_creals(var), M, F, bn->momentum);
+    bp_tensor_free(mean_keep);
+    bp_tensor_free(var);
     bn_ctx_release(&c);
     if (st) {
         bp_tensor_free(y);

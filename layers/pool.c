@@ -96,8 +96,11 @@ typedef struct pgeom {
 static void box(const pgeom *g, int d, int64_t o, int64_t *b0, int64_t *b1)
 {
     if (g->kind == POOL_ADAPTIVE) {
-        *b0 = o * g->in[d] / g->out[d];
-        *b1 = ((o + 1) * g->in[d] + g->out[d] - 1) / g->out[d];
+        /* BrainPy's split: L = n*q + r; the first r bins take q + 1 elements,
+         * the rest q, without overlap (PyTorch's bins overlap instead). */
+        int64_t q = g->in[d] / g->out[d], r = g->in[d] % g->out[d];
+        *b0 = o < r ? o * (q + 1) : r * (q + 1) + (o - r) * q;
+        *b1 = *b0 + (o < r ? q + 1 : q);
         return;
     }
     int64_t start = o * g->s[d] - g->lo[d], end = start + g->k[d];
@@ -105,11 +108,12 @@ static void box(const pgeom *g, int d, int64_t o, int64_t *b0, int64_t *b1)
     *b1 = end > g->in[d] ? g->in[d] : end;
 }
 
-/* The divisor of an average: the full window for AvgPool (padding counts),
- * the bin size for the adaptive pool. */
+/* The divisor of an average: the number of real (non-padding) elements in
+ * the window, as BrainPy's AvgPool with padding (its window_counts), and the
+ * bin size for the adaptive pool. Without padding it is the window size. */
 static double divisor(const pgeom *g, const int64_t *b0, const int64_t *b1)
 {
-    if (g->kind == POOL_AVG) return (double)(g->k[0] * g->k[1] * g->k[2]);
+    (void)g;
     return (double)((b1[0] - b0[0]) * (b1[1] - b0[1]) * (b1[2] - b0[2]));
 }
 
@@ -138,7 +142,7 @@ static void pool_forward(const pgeom *g, bp_real *y, int32_t *arg, const bp_real
                         int64_t pos = (i0 * g->in[1] + i1) * g->in[2] + i2;
                         const bp_real *xr = xb + pos * C;
                         for (int64_t c = 0; c < C; c++)
-                            if (xr[c] > yr[c] || ar[c] < 0) {
+                            if (ar[c] < 0 || (yr[c] == yr[c] && !(xr[c] <= yr[c]))) { /* a NaN wins and stays, as in XLA's max */
                                 yr[c] = xr[c];
                                 ar[c] = (int32_t)pos;
                             }

@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Writes tests/data/layers_torch.txt: PyTorch reference values for bpc's
 Conv3d / Conv2d / MaxPool3d / AvgPool3d / AdaptiveAvgPool3d / Dense layers.
+Adaptive pooling uses BrainPy's bin split (written with torch ops here), and
+padded average pooling excludes the padding from the count, as BrainPy does.
 
 Run with Debian's python3 (python3-torch, python3-numpy):
     /usr/bin/python3 tests/gen_layers.py
@@ -66,6 +68,17 @@ def conv_case(w, name, shape_cl, cout, k, stride, dil, groups, pads):
     w.add(name + ".db", b.grad.numpy())
 
 
+def brainpy_adaptive_avg(t, target):
+    """BrainPy's adaptive average pooling of NCDHW t: along each spatial axis of
+    L = n*q + r elements, the first r bins take q + 1 elements, the rest q."""
+    for axis, n in zip((2, 3, 4), target):
+        L = t.shape[axis]
+        q, r = divmod(L, n)
+        sizes = [q + 1] * r + [q] * (n - r)
+        t = torch.stack([c.mean(dim=axis) for c in torch.split(t, sizes, dim=axis)], dim=axis)
+    return t
+
+
 def pool_case(w, name, shape_cl, fn):
     x = torch.randn(*shape_cl, dtype=torch.float64)
     xn = x.permute(0, 4, 1, 2, 3).clone().requires_grad_(True)
@@ -89,7 +102,9 @@ def main():
         pool_case(w, "maxpool3d", (2, 4, 4, 4, 3), lambda t: F.max_pool3d(t, (2, 2, 2), (2, 2, 2)))
         pool_case(w, "maxpool3d_overlap", (2, 5, 5, 4, 2), lambda t: F.max_pool3d(t, (3, 2, 2), (2, 1, 2)))
         pool_case(w, "avgpool3d", (1, 6, 4, 5, 3), lambda t: F.avg_pool3d(t, (2, 2, 3), (2, 2, 1)))
-        pool_case(w, "adaptive3d", (1, 7, 5, 6, 3), lambda t: F.adaptive_avg_pool3d(t, (3, 2, 4)))
+        pool_case(w, "adaptive3d", (1, 7, 5, 6, 3), lambda t: brainpy_adaptive_avg(t, (3, 2, 4)))
+        pool_case(w, "avgpool3d_pad", (1, 5, 6, 4, 2),
+                  lambda t: F.avg_pool3d(t, 3, 2, padding=1, count_include_pad=False))
         x = torch.randn(4, 3, 7, dtype=torch.float64, requires_grad=True)
         W = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
         b = torch.randn(5, dtype=torch.float64, requires_grad=True)

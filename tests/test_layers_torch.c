@@ -150,6 +150,11 @@ static void test_pool(void **state)
     pool(true, "maxpool3d_overlap", ko, so);
     int ka[3] = {2, 2, 3}, sa[3] = {2, 2, 1};
     pool(false, "avgpool3d", ka, sa);
+    bp_pool_opts pad = {.kernel_size = {3, 3, 3}, .stride = {2, 2, 2}, .pad_lo = {1, 1, 1}, .pad_hi = {1, 1, 1}};
+    bp_node *padded;
+    BP_OK_OR_FAIL(bp_avgpool_new(&padded, 3, &pad));
+    run_case(padded, "avgpool3d_pad", NULL, NULL);
+    bp_node_free(padded);
     int target[3] = {3, 2, 4};
     bp_node *n;
     BP_OK_OR_FAIL(bp_adaptive_avgpool_new(&n, 3, target, NULL, NULL));

@@ -5,10 +5,14 @@
  * Input (B, *spatial, C) or one unbatched sample (*spatial, C).
  *   MaxPool:  y = max over the window (padding reads -inf); the gradient goes
  *             to the first maximum of each window.
- *   AvgPool:  y = sum over the window / prod(kernel_size) (padding reads 0 and
- *             counts, as BrainPy's reduce_window average).
- *   AdaptiveAvgPool: output size fixed; bin i of n over an axis of size L
- *             covers [floor(i*L/n), ceil((i+1)*L/n)). Target 1 everywhere is
+ *   MaxPool propagates NaN (as XLA's max does).
+ *   AvgPool:  y = sum over the window / the number of real elements in it
+ *             (padding is not counted, as BrainPy's window_counts; without
+ *             padding that is prod(kernel_size)).
+ *   AdaptiveAvgPool: output size fixed; an axis of L = n*q + r elements is
+ *             cut into n bins without overlap, the first r of q + 1 elements
+ *             and the rest of q (BrainPy's split; PyTorch's bins overlap, so the
+ *             two differ when n does not divide L). Target 1 everywhere is
  *             global average pooling.
  * Stride defaults to the kernel size; padding defaults to VALID (none). */
 #ifndef BPC_POOL_H
