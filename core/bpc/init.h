@@ -67,8 +67,10 @@ bp_init bp_callback_init(bp_init_fn fn, void *user);
 const char *bp_init_repr(const bp_init *init, char *buf, size_t cap);
 
 /* Fills t according to init. rng may be NULL for deterministic kinds.
- * Errors: BP_EINVAL (bad hyperparameters, e.g. scale < 0, min > max, or a
- * random kind with rng NULL), BP_ESHAPE (array of the wrong shape). */
+ * Errors: BP_EINVAL (bad hyperparameters, e.g. scale < 0, min > max, a NaN,
+ * a OneInit value that does not fit an integer dtype, or a random kind with
+ * rng NULL), BP_ESHAPE (array of the wrong shape), BP_EDTYPE (random kinds
+ * and arrays fill float32/float64 tensors only). */
 bp_status bp_init_fill(const bp_init *init, bp_tensor *t, bp_rng *rng);
 
 /* Creates a tensor of this flavour's real type and fills it. */

@@ -26,9 +26,10 @@ double bp_rng_uniform(bp_rng *r);
 /* Standard normal N(0,1) (Box-Muller on two uniforms; no hidden cache, so
  * the whole generator state is the four words). */
 double bp_rng_normal(bp_rng *r);
-/* Standard normal truncated to [lo, hi] by rejection (lo < hi). */
+/* Standard normal truncated to [lo, hi] by rejection; infinite bounds are
+ * allowed; NaN when !(lo < hi) or a bound is NaN. */
 double bp_rng_truncated_normal(bp_rng *r, double lo, double hi);
-/* Uniform integer in [0, n); n > 0. */
+/* Uniform integer in [0, n), unbiased; 0 when n == 0. */
 uint64_t bp_rng_below(bp_rng *r, uint64_t n);
 
 /* Copies the state out / in (4 words). A state of all zeros is invalid and

@@ -99,7 +99,8 @@ const bp_real *bp_tensor_creals(const bp_tensor *t);
 
 /* Element i (flat index) converted to double; 0 for an index out of range. */
 double bp_tensor_get(const bp_tensor *t, int64_t i);
-/* Sets element i (flat index) from a double; ignored out of range. */
+/* Sets element i (flat index) from a double; ignored out of range. Integer
+ * dtypes truncate toward zero and saturate at their limits; NaN stores 0. */
 void bp_tensor_set(bp_tensor *t, int64_t i, double v);
 
 /* Writes "(2,3,4)" into buf (always NUL-terminated); returns buf. For messages. */
