@@ -1,0 +1,157 @@
+/* bpc/checkpoint.h — save_states / load_states: checkpoints on disk.
+ *
+ * A checkpoint is a flat map from keys to tensors. save_states writes a tree's
+ * variables under BrainPy's absolute keys ("BatchNorm3d0.running_mean", as
+ * vars().unique()), plus optional user metadata under "meta/<key>". The file
+ * name's extension picks the format, as BrainPy's legacy save_states did
+ * (brainpy-semantics.md §2.8):
+ *
+ *   .safetensors  the safetensors layout: an 8-byte little-endian header length,
+ *                 a JSON header (dtype "F32" "F64" "I32" "I64" "U8", shape,
+ *                 data_offsets), raw little-endian data. __metadata__ holds
+ *                 {"format": "bpc", "version": "1", "data_crc32": "<8 hex>"},
+ *                 the CRC-32 (zlib's, as Python's zlib.crc32) of the data section.
+ *   .npz          NumPy's format: a zip of "<key>.npy" members (NPY 1.0, stored),
+ *                 as np.savez writes it; np.load reads it. Reading also takes
+ *                 np.savez_compressed files (deflate), big-endian and Fortran-
+ *                 ordered arrays. Every member carries the zip's CRC-32.
+ *   .json         {"format": "bpc", "version": 1, "tensors": {key: {"dtype":
+ *                 "float32", "shape": [..], "data": [..]}}}, row-major data,
+ *                 floats printed to round-trip exactly (%.9g / %.17g); NaN and
+ *                 infinities as the strings "NaN", "Infinity", "-Infinity".
+ *
+ * Saves are atomic: the file is written to "<filename>.tmp.<pid>.<n>" in the
+ * same directory, fsync'ed, renamed over the old file, and the directory is
+ * fsync'ed. Any failure (short write, full disk, a crash at any point) leaves
+ * the previous file intact; a crash may leave the temporary file behind.
+ *
+ * Loads validate the whole file (structure, dtypes, shapes, offsets, duplicate
+ * keys, checksums) and every key, shape and dtype against the model before the
+ * first value is written: on any error the model is unchanged.
+ *
+ * Keys: 1 to BP_CKPT_MAX_KEY printable ASCII characters (0x20..0x7e); the
+ * safetensors name "__metadata__" is reserved. Variable keys never contain
+ * '/' (node names are identifiers), so prefixes ending in '/' ("meta/",
+ * "optim/", "rng/") cannot collide with them.
+ *
+ * Errors: BP_EINVAL (bad arguments, unsupported extension), BP_EIO (a file
+ * that cannot be opened, read, written, synced or renamed), BP_EFORMAT (a
+ * corrupt or truncated file, or one of another model), BP_ESHAPE / BP_EDTYPE
+ * (a variable whose shape or dtype differs), BP_ENOMEM. Messages name the file. */
+#ifndef BPC_CHECKPOINT_H
+#define BPC_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <bpc/state.h>
+#include <bpc/random.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum bp_ckpt_format {
+    BP_CKPT_SAFETENSORS = 1,
+    BP_CKPT_NPZ = 2,
+    BP_CKPT_JSON = 3
+} bp_ckpt_format;
+
+/* The longest key a checkpoint may hold, in bytes. */
+#define BP_CKPT_MAX_KEY 256
+/* The version of bpc's own layout (safetensors __metadata__, json "version"). */
+#define BP_CKPT_VERSION 1
+/* Prefix of user metadata entries written by bp_save_states. */
+#define BP_CKPT_META_PREFIX "meta/"
+
+/* The format chosen by filename's extension (".safetensors", ".npz", ".json");
+ * BP_EINVAL naming the supported ones for anything else. */
+bp_status bp_checkpoint_format(const char *filename, bp_ckpt_format *out);
+/* "safetensors", "npz", "json"; "?" otherwise. */
+const char *bp_checkpoint_format_name(bp_ckpt_format fmt);
+
+/* ------------------------------------------------------- flat dict files */
+
+/* Writes every entry of `flat` (tensors only; a nested dict is BP_EINVAL)
+ * atomically to filename, in the extension's format. */
+bp_status bp_checkpoint_write(const char *filename, const bp_dict *flat);
+/* Reads and validates a whole checkpoint into a new flat dict *out (in the
+ * file's order; free with bp_dict_free). *out is NULL on failure. */
+bp_status bp_checkpoint_read(const char *filename, bp_dict **out);
+/* As bp_checkpoint_write, into a malloc'ed buffer (*buf, *len; free() it). */
+bp_status bp_checkpoint_encode(bp_ckpt_format fmt, const bp_dict *flat, void **buf, size_t *len);
+/* As bp_checkpoint_read, from len bytes at buf (never read past len). */
+bp_status bp_checkpoint_decode(bp_ckpt_format fmt, const void *buf, size_t len, bp_dict **out);
+
+/* ------------------------------------- building blocks of training checkpoints */
+
+/* Puts every variable of `vars` into flat as "<prefix><key>" (prefix may be
+ * NULL or ""). The dict holds references to the live values, not copies:
+ * write it before the variables change. */
+bp_status bp_checkpoint_put_vars(bp_dict *flat, const char *prefix, const bp_collector *vars);
+
+/* One set of variables stored under a key prefix (NULL or "" for none). */
+typedef struct bp_ckpt_vars {
+    const char *prefix;
+    const bp_collector *vars;
+} bp_ckpt_vars;
+
+/* What to do with keys of the model absent from the checkpoint (missing) and
+ * keys of the checkpoint that match no variable (unexpected). */
+typedef struct bp_load_opts {
+    bool strict;   /* either kind is BP_EFORMAT listing them; nothing is loaded */
+    bool warn;     /* not strict: load the intersection and warn as
+                    * load_state_dict(warn=True): "Unexpected keys in state_dict:
+                    * [...]", then "Missing keys in state_dict: [...]" */
+} bp_load_opts;
+
+/* strict = true, warn = true. */
+bp_load_opts bp_load_defaults(void);
+
+/* Loads the groups' variables from flat, all or nothing. For each group, the
+ * variable "<key>" takes the entry "<prefix><key>"; an entry is unexpected
+ * when it starts with some group's prefix and matches no variable (entries
+ * outside every prefix are the caller's, e.g. "rng/" and "meta/"). Every
+ * shape (BP_ESHAPE) and dtype (BP_EDTYPE) is checked before any value is
+ * written. opts NULL = bp_load_defaults(). result (may be NULL) receives the
+ * full keys of missing and unexpected entries; clear it with
+ * bp_load_result_clear. */
+bp_status bp_checkpoint_load_vars(const bp_dict *flat, const bp_ckpt_vars *groups, size_t n_groups,
+                                  const bp_load_opts *opts, bp_load_result *result);
+
+/* Moves the entries of flat whose key starts with prefix (non-empty) into a
+ * new dict *out, keyed without the prefix, and removes them from flat. */
+bp_status bp_checkpoint_take_prefix(bp_dict *flat, const char *prefix, bp_dict **out);
+
+/* Puts the generator's 4-word state as an int64 tensor of shape (4,) (the
+ * words' bits unchanged) under key. */
+bp_status bp_checkpoint_put_rng(bp_dict *flat, const char *key, const bp_rng *rng);
+/* Restores a generator from the entry written by bp_checkpoint_put_rng;
+ * BP_ENOTFOUND if absent, BP_EFORMAT if not an int64 (4,) valid state. */
+bp_status bp_checkpoint_get_rng(const bp_dict *flat, const char *key, bp_rng *rng);
+
+/* ------------------------------------------------ save_states / load_states */
+
+/* save_states(filename, variables): writes `vars` (NULL: the node's
+ * vars().unique(), absolute keys) and the tensors of `metadata` (may be NULL;
+ * flat, e.g. {"epoch": int64 0-d}) under "meta/<key>" to filename. */
+bp_status bp_save_states(bp_node *node, const char *filename, const bp_collector *vars,
+                         const bp_dict *metadata);
+
+/* load_states(filename): reads filename and loads it into `vars` (NULL: the
+ * node's vars().unique()) with bp_checkpoint_load_vars (opts NULL: strict).
+ * The "meta/" entries go, without the prefix, to a new dict *metadata (may be
+ * NULL to drop them; free with bp_dict_free). On any error nothing is loaded
+ * and *metadata is NULL. */
+bp_status bp_load_states(bp_node *node, const char *filename, const bp_collector *vars,
+                         const bp_load_opts *opts, bp_load_result *result, bp_dict **metadata);
+
+/* Reads one NumPy .npy file (NPY 1.0 to 3.0, as np.save writes it: any dtype
+ * bpc knows, C or Fortran order, either byte order) into a new tensor *out.
+ * Errors name the file: BP_EIO (cannot open or read), BP_EFORMAT (bad magic,
+ * header, dtype, or a size that does not match the shape). */
+bp_status bp_npy_read(const char *path, bp_tensor **out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

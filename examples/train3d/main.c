@@ -1,0 +1,496 @@
+/* examples/train3d — train a 3-D CNN from the command line.
+ *
+ * Default: the built-in synthetic shapes dataset (8 classes, 32^3 voxels),
+ * Adam with a cosine learning-rate schedule, a checkpoint after every epoch,
+ * --resume to continue exactly where a run stopped, Ctrl-C to save and exit.
+ * `train3d --help` lists the options. */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <bpc/bpc.h>
+#include <bpc/autograd.h>
+#include <bpc/checkpoint.h>
+#include <bpc/ops.h>
+#include <bpc/optimizer.h>
+#include <bpc/scheduler.h>
+#include "data.h"
+#include "model.h"
+#include "progress.h"
+#include "shapes3d.h"
+
+typedef struct options {
+    int epochs, batch, threads, size;
+    double lr, val_split;
+    const char *optimizer, *out, *data;
+    uint64_t seed;
+    int64_t train_n, val_n;
+    int resume, quiet;
+} options;
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: train3d [options]\n"
+            "Trains Conv3d-BatchNorm3d-ReLU-MaxPool3d x2 + Dense on 3-D volumes.\n\n"
+            "  --epochs N        epochs to train (default 4)\n"
+            "  --batch-size N    samples per step (default 16)\n"
+            "  --lr X            learning rate (default 0.001 for adam, 0.02 for sgd)\n"
+            "  --optimizer NAME  adam (default) or sgd (SGD with momentum 0.9)\n"
+            "  --threads N       OpenMP threads (default: all cores)\n"
+            "  --seed N          seed of the weights, the data and the shuffles (default 1)\n"
+            "  --out DIR         checkpoints, metrics.csv and model.safetensors go here (default train3d-out)\n"
+            "  --data DIR        train on DIR/labels.csv + .npy volumes instead of the synthetic shapes\n"
+            "  --val-split X     with --data: the validation fraction (default 0.2)\n"
+            "  --train-size N    synthetic training samples (default 2048)\n"
+            "  --val-size N      synthetic held-out samples (default 512)\n"
+            "  --size S          synthetic volume side, a multiple of 4 (default 32)\n"
+            "  --resume          continue from DIR/checkpoint.safetensors\n"
+            "  --quiet           per-epoch lines only\n"
+            "  --help            this text\n\n"
+            "Ctrl-C saves a checkpoint after the current step and exits; --resume continues from it with\n"
+            "the same results as an uninterrupted run (same thread count).\n");
+}
+
+static int parse_args(int argc, char **argv, options *o)
+{
+    *o = (options){.epochs = 4, .batch = 16, .lr = 0, .val_split = 0.2, .optimizer = "adam", .out = "train3d-out",
+                   .seed = 1, .train_n = 2048, .val_n = 512, .size = 32};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define TAKE(flag) (!strcmp(a, flag) && v && (++i, 1))
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            exit(0);
+        } else if (TAKE("--epochs")) o->epochs = atoi(v);
+        else if (TAKE("--batch-size")) o->batch = atoi(v);
+        else if (TAKE("--lr")) o->lr = atof(v);
+        else if (TAKE("--optimizer")) o->optimizer = v;
+        else if (TAKE("--threads")) o->threads = atoi(v);
+        else if (TAKE("--seed")) o->seed = strtoull(v, NULL, 10);
+        else if (TAKE("--out")) o->out = v;
+        else if (TAKE("--data")) o->data = v;
+        else if (TAKE("--val-split")) o->val_split = atof(v);
+        else if (TAKE("--train-size")) o->train_n = atoll(v);
+        else if (TAKE("--val-size")) o->val_n = atoll(v);
+        else if (TAKE("--size")) o->size = atoi(v);
+        else if (!strcmp(a, "--resume")) o->resume = 1;
+        else if (!strcmp(a, "--quiet")) o->quiet = 1;
+        else {
+            fprintf(stderr, "train3d: unknown or incomplete option \"%s\"\n\n", a);
+            usage(stderr);
+            return 2;
+        }
+#undef TAKE
+    }
+    if (strcmp(o->optimizer, "adam") && strcmp(o->optimizer, "sgd")) {
+        fprintf(stderr, "train3d: --optimizer must be adam or sgd, got \"%s\"\n", o->optimizer);
+        return 2;
+    }
+    if (o->epochs < 1 || o->batch < 2 || o->train_n < 2 || o->val_n < 1 || o->size < 4 || o->size % 4 ||
+        o->threads < 0 || o->lr < 0) {
+        fprintf(stderr, "train3d: --epochs >= 1, --batch-size >= 2, --train-size >= 2, --val-size >= 1, "
+                        "--size a multiple of 4, --threads >= 0 and --lr >= 0 are required\n");
+        return 2;
+    }
+    if (o->lr == 0) o->lr = strcmp(o->optimizer, "adam") ? 0.02 : 0.001;
+    return 0;
+}
+
+/* Everything a step needs, allocated once. */
+typedef struct trainer {
+    options o;
+    dataset train, val;
+    bp_node *net, *opt, *sched;
+    bp_collector *model_vars, *opt_vars;
+    bp_rng shuffle;          /* drives the per-epoch permutation */
+    int64_t *perm;
+    bp_tensor *x, *y;        /* one batch */
+    int64_t steps_per_epoch;
+} trainer;
+
+/* Argmax accuracy count and the batch loss of logits against labels. */
+static int64_t count_correct(const bp_tensor *logits, const bp_tensor *labels)
+{
+    int64_t B = logits->shape[0], K = logits->shape[1], ok = 0;
+    const bp_real *l = bp_tensor_creals(logits);
+    for (int64_t b = 0; b < B; b++) {
+        int64_t best = 0;
+        for (int64_t k = 1; k < K; k++)
+            if (l[b * K + k] > l[b * K + best]) best = k;
+        ok += best == ((const int64_t *)labels->data)[b];
+    }
+    return ok;
+}
+
+static bp_status make_batch(trainer *t, const dataset *d, const int64_t *idx, int64_t b)
+{
+    if (!t->x || !t->y || t->x->shape[0] != b) {
+        bp_tensor_free(t->x);
+        bp_tensor_free(t->y);
+        t->x = t->y = NULL;
+        int64_t xs[5] = {b, d->dims[0], d->dims[1], d->dims[2], d->channels};
+        BP_TRY(bp_tensor_new(&t->x, BP_REAL_DTYPE, 5, xs));
+        BP_TRY(bp_tensor_new(&t->y, BP_INT64, 1, &b)); /* on failure y stays NULL: rebuilt next call */
+    }
+    data_batch(d, idx, b, (float *)t->x->data, (int64_t *)t->y->data);
+    return BP_OK;
+}
+
+/* Runs the model on d without gradients (fit false); loss and accuracy. */
+static bp_status evaluate(trainer *t, const dataset *d, double *loss, double *acc)
+{
+    bp_share_save_fit(false);
+    bp_no_grad_begin();
+    double sum = 0;
+    int64_t correct = 0, B = t->o.batch;
+    int64_t *idx = malloc(sizeof *idx * (size_t)B);
+    bp_status st = idx ? BP_OK : bp_fail(BP_ENOMEM, "evaluate: out of memory");
+    for (int64_t s = 0; !st && s < d->n; s += B) {
+        int64_t b = d->n - s < B ? d->n - s : B;
+        for (int64_t i = 0; i < b; i++) idx[i] = s + i;
+        bp_tensor *logits = NULL, *l = NULL;
+        st = make_batch(t, d, idx, b);
+        if (!st) st = bp_node_update(t->net, t->x, &logits);
+        if (!st) st = bp_softmax_cross_entropy(&l, logits, t->y);
+        if (!st) {
+            sum += bp_tensor_get(l, 0) * (double)b;
+            correct += count_correct(logits, t->y);
+        }
+        bp_tensor_free(l);
+        bp_tensor_free(logits);
+    }
+    bp_no_grad_end();
+    free(idx);
+    *loss = sum / (double)d->n;
+    *acc = (double)correct / (double)d->n;
+    return st;
+}
+
+/* One training step on batch idx[0..b): forward, backward, optimizer update. */
+static bp_status train_step(trainer *t, const int64_t *idx, int64_t b, double *loss, int64_t *correct)
+{
+    bp_share_save_fit(true);
+    BP_TRY(make_batch(t, &t->train, idx, b));
+    bp_tensor *logits = NULL, *l = NULL;
+    bp_status st = bp_node_update(t->net, t->x, &logits);
+    if (!st) st = bp_softmax_cross_entropy(&l, logits, t->y);
+    if (!st) {
+        *loss = bp_tensor_get(l, 0);
+        *correct = count_correct(logits, t->y);
+        bp_node_zero_grad(t->net);
+        st = bp_backward(l);
+    } else {
+        bp_ag_release_graph();
+    }
+    if (!st) st = bp_optim_update(t->opt);
+    bp_tensor_free(l);
+    bp_tensor_free(logits);
+    return st;
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+typedef struct progress_state {
+    int64_t epoch, step;          /* the next epoch to run, steps of it already done */
+    double loss_sum;
+    int64_t correct, seen;
+    bp_rng epoch_shuffle;         /* the shuffle generator at the start of `epoch` */
+} progress_state;
+
+static bp_status put_scalar(bp_dict *flat, const char *key, bp_dtype dt, double v)
+{
+    bp_tensor *t;
+    BP_TRY(bp_tensor_full(&t, dt, 0, NULL, v));
+    bp_status st = bp_dict_set_tensor(flat, key, t);
+    bp_tensor_free(t);
+    return st;
+}
+
+static bp_status save_checkpoint(trainer *t, const progress_state *p)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->o.out);
+    bp_dict *flat;
+    BP_TRY(bp_dict_new(&flat));
+    bp_status st = bp_checkpoint_put_vars(flat, "model/", t->model_vars);
+    if (!st) st = bp_checkpoint_put_vars(flat, "optim/", t->opt_vars);
+    if (!st) st = bp_checkpoint_put_rng(flat, "meta/epoch_shuffle", &p->epoch_shuffle);
+    if (!st) st = put_scalar(flat, "meta/epoch", BP_INT64, (double)p->epoch);
+    if (!st) st = put_scalar(flat, "meta/step", BP_INT64, (double)p->step);
+    if (!st) st = put_scalar(flat, "meta/loss_sum", BP_FLOAT64, p->loss_sum);
+    if (!st) st = put_scalar(flat, "meta/correct", BP_INT64, (double)p->correct);
+    if (!st) st = put_scalar(flat, "meta/seen", BP_INT64, (double)p->seen);
+    bp_tensor *seed = NULL;
+    int64_t one = 1;
+    if (!st) st = bp_tensor_from_data(&seed, BP_INT64, 1, &one, &t->o.seed); /* the seed's 64 bits, exactly */
+    if (!st) st = bp_dict_set_tensor(flat, "meta/seed", seed);
+    bp_tensor_free(seed);
+    if (!st) st = bp_checkpoint_write(path, flat);
+    bp_dict_free(flat);
+    return st;
+}
+
+static double get_scalar(const bp_dict *flat, const char *key, bp_status *st)
+{
+    bp_tensor *t = bp_dict_get_tensor(flat, key);
+    if (!*st && (!t || t->numel != 1)) *st = bp_fail(BP_EFORMAT, "checkpoint: \"%s\" is missing", key);
+    return t ? bp_tensor_get(t, 0) : 0;
+}
+
+static bp_status load_checkpoint(trainer *t, progress_state *p)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->o.out);
+    bp_dict *flat;
+    BP_TRY(bp_checkpoint_read(path, &flat));
+    bp_status st = BP_OK;
+    bp_tensor *seed = bp_dict_get_tensor(flat, "meta/seed");
+    uint64_t saved = 0;
+    if (!seed || seed->dtype != BP_INT64 || seed->numel != 1)
+        st = bp_fail(BP_EFORMAT, "checkpoint: \"meta/seed\" is missing");
+    else
+        memcpy(&saved, seed->data, sizeof saved);
+    if (!st && saved != t->o.seed)
+        st = bp_fail(BP_EINVAL, "%s was written with --seed %llu; pass the same seed to resume", path,
+                     (unsigned long long)saved);
+    p->epoch = (int64_t)get_scalar(flat, "meta/epoch", &st);
+    p->step = (int64_t)get_scalar(flat, "meta/step", &st);
+    p->loss_sum = get_scalar(flat, "meta/loss_sum", &st);
+    p->correct = (int64_t)get_scalar(flat, "meta/correct", &st);
+    p->seen = (int64_t)get_scalar(flat, "meta/seen", &st);
+    if (!st) st = bp_checkpoint_get_rng(flat, "meta/epoch_shuffle", &p->epoch_shuffle);
+    if (!st) {
+        /* Model and optimizer together, all or nothing; another model's checkpoint is an error. */
+        bp_dict *meta = NULL;
+        st = bp_checkpoint_take_prefix(flat, "meta/", &meta);
+        bp_dict_free(meta);
+    }
+    if (!st) {
+        bp_ckpt_vars groups[2] = {{"model/", t->model_vars}, {"optim/", t->opt_vars}};
+        bp_load_opts lo = {.strict = true, .warn = false};
+        st = bp_checkpoint_load_vars(flat, groups, 2, &lo, NULL);
+    }
+    bp_dict_free(flat);
+    if (st) return bp_fail(st, "cannot resume from %s: %s", path, bp_last_error());
+    return BP_OK;
+}
+
+/* ---------------------------------------------------------------- training */
+
+static void shuffle(bp_rng *r, int64_t *perm, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)bp_rng_below(r, (uint64_t)i + 1), tmp = perm[i];
+        perm[i] = perm[j];
+        perm[j] = tmp;
+    }
+}
+
+static bp_status setup(trainer *t)
+{
+    options *o = &t->o;
+    if (o->data) {
+        dataset all;
+        BP_TRY(data_from_dir(&all, o->data));
+        if (all.dims[0] % 4 || all.dims[1] % 4 || all.dims[2] % 4) {
+            bp_status st = bp_fail(BP_ESHAPE, "%s: volumes of (%lld,%lld,%lld): each side must be a multiple of 4",
+                                   o->data, (long long)all.dims[0], (long long)all.dims[1], (long long)all.dims[2]);
+            data_free(&all);
+            return st;
+        }
+        BP_TRY(data_split(&all, o->val_split, o->seed, &t->train, &t->val));
+    } else {
+        /* Held-out samples come from indices no training sample uses. */
+        BP_TRY(data_synthetic(&t->train, o->seed, 0, o->train_n, o->size));
+        BP_TRY(data_synthetic(&t->val, o->seed, 1000000000LL, o->val_n, o->size));
+    }
+    BP_TRY(net_new(&t->net, t->train.dims, t->train.channels, t->train.classes, o->seed));
+    t->steps_per_epoch = t->train.n / o->batch; /* the last partial batch is dropped */
+    if (t->steps_per_epoch < 1)
+        return bp_fail(BP_EINVAL, "%lld training samples are fewer than one batch of %d", (long long)t->train.n, o->batch);
+    BP_TRY(bp_scheduler_cosine_annealing_lr_new(&t->sched, o->lr, o->epochs, o->lr * 0.01, -1));
+    bp_collector *all, *tv;
+    BP_TRY(bp_node_train_vars(t->net, NULL, &all));
+    bp_status st = bp_collector_unique(all, &tv);
+    bp_collector_free(all);
+    if (st) return st;
+    if (!strcmp(o->optimizer, "adam")) {
+        bp_adam_opts ao = bp_adam_defaults();
+        ao.lr_scheduler = t->sched;
+        ao.train_vars = tv;
+        st = bp_adam_new(&t->opt, &ao);
+    } else {
+        bp_momentum_opts mo = bp_momentum_defaults();
+        mo.lr_scheduler = t->sched;
+        mo.train_vars = tv;
+        st = bp_momentum_new(&t->opt, &mo);
+    }
+    bp_collector_free(tv);
+    if (!st) st = bp_node_vars(t->net, NULL, &t->model_vars);
+    if (!st) st = bp_node_vars(t->opt, NULL, &t->opt_vars);
+    t->perm = malloc(sizeof *t->perm * (size_t)t->train.n);
+    if (!st && !t->perm) st = bp_fail(BP_ENOMEM, "out of memory");
+    bp_rng_seed(&t->shuffle, o->seed ^ 0xabcdef);
+    return st;
+}
+
+static void teardown(trainer *t)
+{
+    bp_collector_free(t->model_vars);
+    bp_collector_free(t->opt_vars);
+    bp_node_free(t->opt);
+    bp_node_free(t->sched);
+    bp_node_free(t->net);
+    bp_tensor_free(t->x);
+    bp_tensor_free(t->y);
+    free(t->perm);
+    data_free(&t->train);
+    data_free(&t->val);
+}
+
+static FILE *open_metrics(const options *o, bool resume)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/metrics.csv", o->out);
+    struct stat sb;
+    bool exists = stat(path, &sb) == 0;
+    FILE *f = fopen(path, resume && exists ? "a" : "w");
+    if (f && !(resume && exists)) fprintf(f, "epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n");
+    return f;
+}
+
+static int run(trainer *t)
+{
+    options *o = &t->o;
+    progress_state p = {0};
+    if (o->resume) {
+        if (load_checkpoint(t, &p)) {
+            fprintf(stderr, "train3d: %s\n", bp_last_error());
+            return 1;
+        }
+        printf("resumed from %s/checkpoint.safetensors at epoch %lld, step %lld\n", o->out, (long long)p.epoch + 1,
+               (long long)p.step);
+        t->shuffle = p.epoch_shuffle;
+    }
+    FILE *metrics = open_metrics(o, o->resume);
+    if (!metrics) {
+        fprintf(stderr, "train3d: cannot write %s/metrics.csv: %s\n", o->out, strerror(errno));
+        return 1;
+    }
+    double chance = 1.0 / t->train.classes;
+    int status = 0;
+    for (int64_t epoch = p.epoch; epoch < o->epochs && !status; epoch++) {
+        bool mid_epoch = o->resume && epoch == p.epoch && p.step > 0;
+        if (!mid_epoch) {
+            p = (progress_state){.epoch = epoch, .epoch_shuffle = t->shuffle};
+        }
+        shuffle(&t->shuffle, t->perm, t->train.n);
+        double lr = 0, t0 = progress_now();
+        bp_optim_lr(t->opt, &lr);
+        char label[64];
+        snprintf(label, sizeof label, "epoch %lld/%d", (long long)epoch + 1, o->epochs);
+        progress bar;
+        progress_start(&bar, label, t->steps_per_epoch * o->batch);
+        bar.done = p.step * o->batch;
+        for (int64_t s = p.step; s < t->steps_per_epoch; s++) {
+            double loss;
+            int64_t correct;
+            if (train_step(t, t->perm + s * o->batch, o->batch, &loss, &correct)) {
+                fprintf(stderr, "\ntrain3d: step %lld of epoch %lld: %s\n", (long long)s, (long long)epoch + 1,
+                        bp_last_error());
+                status = 1;
+                break;
+            }
+            p.loss_sum += loss * o->batch;
+            p.correct += correct;
+            p.seen += o->batch;
+            p.step = s + 1;
+            if (!o->quiet) progress_step(&bar, o->batch, p.loss_sum / p.seen, (double)p.correct / p.seen);
+            if (interrupted) {
+                if (!o->quiet) progress_end(&bar);
+                if (save_checkpoint(t, &p)) {
+                    fprintf(stderr, "train3d: interrupted, and the checkpoint failed: %s\n", bp_last_error());
+                    status = 1;
+                } else {
+                    printf("interrupted: saved %s/checkpoint.safetensors (epoch %lld, step %lld); "
+                           "continue with --resume\n", o->out, (long long)epoch + 1, (long long)p.step);
+                    status = 130;
+                }
+                break;
+            }
+        }
+        if (status) break;
+        if (!o->quiet) progress_end(&bar);
+        bp_scheduler_step_epoch(t->sched);
+        double vloss, vacc;
+        if (evaluate(t, &t->val, &vloss, &vacc)) {
+            fprintf(stderr, "train3d: evaluation: %s\n", bp_last_error());
+            status = 1;
+            break;
+        }
+        double secs = progress_now() - t0, tloss = p.loss_sum / p.seen, tacc = (double)p.correct / p.seen;
+        printf("epoch %lld/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f (chance %.3f) | lr %.2e | %.1fs\n",
+               (long long)epoch + 1, o->epochs, tloss, tacc, vloss, vacc, chance, lr, secs);
+        fprintf(metrics, "%lld,%.6f,%.6f,%.6f,%.6f,%.6e,%.3f\n", (long long)epoch + 1, tloss, tacc, vloss, vacc, lr, secs);
+        fflush(metrics);
+        p = (progress_state){.epoch = epoch + 1, .epoch_shuffle = t->shuffle};
+        if (save_checkpoint(t, &p)) {
+            fprintf(stderr, "train3d: checkpoint: %s\n", bp_last_error());
+            status = 1;
+        }
+    }
+    fclose(metrics);
+    if (!status) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/model.safetensors", o->out);
+        if (bp_save_states(t->net, path, NULL, NULL)) {
+            fprintf(stderr, "train3d: %s\n", bp_last_error());
+            return 1;
+        }
+        printf("saved the trained model to %s (load it with bp_load_states)\n", path);
+    }
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    trainer t = {0};
+    int rc = parse_args(argc, argv, &t.o);
+    if (rc) return rc;
+    if (t.o.threads > 0) omp_set_num_threads(t.o.threads);
+    if (mkdir(t.o.out, 0755) && errno != EEXIST) {
+        fprintf(stderr, "train3d: cannot create %s: %s\n", t.o.out, strerror(errno));
+        return 1;
+    }
+    double t0 = progress_now();
+    if (setup(&t)) {
+        fprintf(stderr, "train3d: %s\n", bp_last_error());
+        teardown(&t);
+        return 1;
+    }
+    printf("bpc %s train3d: %s, %lld train / %lld held-out samples of (%lld,%lld,%lld,%lld), %d classes "
+           "(chance %.1f%%)\n",
+           bp_version(), t.o.data ? t.o.data : "synthetic shapes", (long long)t.train.n, (long long)t.val.n,
+           (long long)t.train.dims[0], (long long)t.train.dims[1], (long long)t.train.dims[2],
+           (long long)t.train.channels, t.train.classes, 100.0 / t.train.classes);
+    printf("model: Conv3d(%lld,16)-BN-ReLU-MaxPool-Conv3d(16,32)-BN-ReLU-MaxPool-Dense; %s lr %g (cosine), "
+           "batch %d, %d threads; data ready in %.1fs\n",
+           (long long)t.train.channels, t.o.optimizer, t.o.lr, t.o.batch, omp_get_max_threads(), progress_now() - t0);
+    signal(SIGINT, on_sigint);
+    rc = run(&t);
+    teardown(&t);
+    return rc;
+}

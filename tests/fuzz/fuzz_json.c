@@ -1,0 +1,10 @@
+/* tests/fuzz/fuzz_json.c — libFuzzer harness for the .json loader (see fuzz_common.h
+ * for the property checked and run.sh for how to build and run it). */
+#include "fuzz_common.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    return fuzz_one(BP_CKPT_JSON, data, size);
+}
