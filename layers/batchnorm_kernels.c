@@ -1,0 +1,915 @@
+/* layers/batchnorm_kernels.c — BatchNorm compute kernels (bpc/batchnorm_kernels.h).
+ *
+ * Data is (M, C) row-major, C contiguous. Every kernel is one or two streaming
+ * passes over the rows; the work is cut the same way in all of them:
+ *
+ *   lanes   The inner loops run over L = u*C consecutive elements (u whole rows
+ *           when C <= BN_LANES, so even C = 1 or 16 gives a long vectorisable
+ *           loop with u independent accumulators per channel); when C is larger,
+ *           over tiles of BN_LANES channels of one row. Per-channel parameters
+ *           are replicated u times so lane j uses parameter j.
+ *   blocks  Fixed row ranges of about BN_BLOCK_ELEMS elements (a multiple of u
+ *           rows). A reduction sums each block in lanes of bp_real, folds the
+ *           lanes in double, and merges blocks in order in double.
+ *   chunks  At most BN_MAX_CHUNKS contiguous runs of blocks; a chunk is the unit
+ *           of OpenMP work and owns a slot of per-channel partials in the
+ *           workspace. Chunks merge in chunk order.
+ * Block and chunk boundaries depend only on (M, C), never on the thread count,
+ * so 1 and 2 threads give bitwise identical results.
+ *
+ * Statistics: each block accumulates shifted sums S1 = sum(x - k), S2 =
+ * sum((x - k)^2) with k the mean of the chunk so far (the block's first row for
+ * a chunk's first block). Then mean_b = k + S1/n and M2_b = S2 - S1^2/n, in
+ * double, and blocks merge with Chan's formula. With k close to the mean there
+ * is no cancellation (x = 1e4 + N(0,1) keeps full float precision, where
+ * E[x^2] - E[x]^2 loses everything); with k one of the block's own values the
+ * loss is bounded by the block size. A constant channel has x - k == 0 exactly,
+ * so its mean is exact and it normalises to exactly 0.
+ *
+ * Memory traffic per element (4-byte floats): training forward 12 B (read x
+ * for the statistics, read x and write y), eval forward 8 B, training backward
+ * 20 B (read x and dy for the two sums, read both again and write dx), eval
+ * backward 12 B (one pass). The second pass walks the chunks in reverse (rows
+ * forward inside each, for the prefetchers), so the rows the first pass touched
+ * last, still in cache, are read first. Outputs of 24 MiB and more are written
+ * with streaming stores (see BN_STREAM_MIN_BYTES). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <bpc/batchnorm_kernels.h>
+
+/* Two things the plain C loops cannot say, written with AVX/AVX-512 intrinsics
+ * where available (BN_SIMD): non-temporal (streaming) stores for outputs too
+ * large to stay in cache, which skip the read-for-ownership of the output lines
+ * and leave the input in L3 for the second pass; and reductions whose
+ * accumulators stay in registers. Their arithmetic is the same sequence of
+ * roundings as the plain C loops (which the -std=c11 build never contracts into
+ * FMAs), so every path gives the same bits. */
+#if defined(__AVX512F__) || defined(__AVX__)
+#include <immintrin.h>
+#define BN_SIMD 1
+#endif
+#if defined(__AVX512F__) && defined(BP_REAL_DOUBLE)
+#define BN_W 8
+typedef __m512d bn_v;
+#define bn_load _mm512_loadu_pd
+#define bn_stream _mm512_stream_pd
+#define bn_storeu _mm512_storeu_pd
+#define bn_sub _mm512_sub_pd
+#define bn_mul _mm512_mul_pd
+#define bn_add _mm512_add_pd
+#define bn_zero_if_neg(v) _mm512_mask_mov_pd(v, _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ), _mm512_setzero_pd())
+#define bn_keep_if_pos(v, d) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_GT_OQ), d)
+#elif defined(__AVX512F__)
+#define BN_W 16
+typedef __m512 bn_v;
+#define bn_load _mm512_loadu_ps
+#define bn_stream _mm512_stream_ps
+#define bn_storeu _mm512_storeu_ps
+#define bn_sub _mm512_sub_ps
+#define bn_mul _mm512_mul_ps
+#define bn_add _mm512_add_ps
+#define bn_zero_if_neg(v) _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps())
+#define bn_keep_if_pos(v, d) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), d)
+#elif defined(__AVX__) && defined(BP_REAL_DOUBLE)
+#define BN_W 4
+typedef __m256d bn_v;
+#define bn_load _mm256_loadu_pd
+#define bn_stream _mm256_stream_pd
+#define bn_storeu _mm256_storeu_pd
+#define bn_sub _mm256_sub_pd
+#define bn_mul _mm256_mul_pd
+#define bn_add _mm256_add_pd
+#define bn_zero_if_neg(v) _mm256_blendv_pd(v, _mm256_setzero_pd(), _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LT_OQ))
+#define bn_keep_if_pos(v, d) _mm256_and_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_GT_OQ), d)
+#elif defined(__AVX__)
+#define BN_W 8
+typedef __m256 bn_v;
+#define bn_load _mm256_loadu_ps
+#define bn_stream _mm256_stream_ps
+#define bn_storeu _mm256_storeu_ps
+#define bn_sub _mm256_sub_ps
+#define bn_mul _mm256_mul_ps
+#define bn_add _mm256_add_ps
+#define bn_zero_if_neg(v) _mm256_blendv_ps(v, _mm256_setzero_ps(), _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ))
+#define bn_keep_if_pos(v, d) _mm256_and_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ), d)
+#endif
+
+/* Outputs of at least this many bytes are streamed: half the 32 MiB L3 this
+ * library is tuned on (sysconf reports the host's, not the VM's, share). From
+ * there on input and output no longer both fit, and keeping the input cached for
+ * the second pass is worth more than leaving the output for the next layer. */
+#define BN_STREAM_MIN_BYTES ((size_t)16 << 20)
+
+#define BN_LANES 256        /* accumulator lanes of a reduction (bp_real each) */
+#define BN_BLOCK_ELEMS 8192 /* target elements per block */
+#define BN_MAX_CHUNKS 64    /* units of parallel work and of per-channel partials */
+#define BN_PAR_MIN 32768    /* below this many elements, stay on the calling thread */
+/* Reductions keep their accumulators in registers (strips of BN_SL lanes, each
+ * strip a pass over the block) only for inputs up to this size: the strips read
+ * the block with a stride, which costs nothing from cache but defeats the
+ * prefetchers when the rows stream from DRAM or L3. Same bits either way. */
+#define BN_STRIP_MAX_BYTES ((size_t)8 << 20)
+
+/* How an (M, C) problem is cut, and where its scratch lives. */
+typedef struct bn_plan {
+    int64_t M, C;
+    int64_t u;       /* rows per lane group (1 when C > BN_LANES) */
+    int64_t lp;      /* u*C: length of the replicated parameter arrays */
+    int64_t tw;      /* channel tile of a reduction: min(C, BN_LANES) */
+    int64_t rows;    /* rows per block, a multiple of u */
+    int64_t nblocks, nchunks;
+    int strips;          /* reductions may use register strips (small inputs) */
+    double *acc0, *acc1; /* nchunks*C partials each */
+    bp_real *par;        /* 6 replicated parameter arrays of lp each */
+} bn_plan;
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static bn_plan plan_shape(int64_t M, int64_t C)
+{
+    bn_plan p;
+    memset(&p, 0, sizeof p);
+    p.M = M;
+    p.C = C;
+    p.u = C <= BN_LANES ? BN_LANES / C : 1;
+    p.lp = p.u * C;
+    p.tw = min64(C, BN_LANES);
+    int64_t groups = BN_BLOCK_ELEMS / p.lp;
+    p.rows = p.u * (groups > 0 ? groups : 1);
+    p.nblocks = (M + p.rows - 1) / p.rows;
+    p.nchunks = min64(p.nblocks, BN_MAX_CHUNKS);
+    p.strips = (size_t)(M * C) * sizeof(bp_real) <= BN_STRIP_MAX_BYTES;
+    return p;
+}
+
+/* Bytes of workspace for a plan; SIZE_MAX when it does not fit a size_t. */
+static size_t plan_bytes(const bn_plan *p)
+{
+    double acc = 2.0 * (double)p->nchunks * (double)p->C * sizeof(double);
+    double par = 6.0 * (double)p->lp * sizeof(bp_real);
+    if (acc + par > (double)(SIZE_MAX / 2)) return SIZE_MAX;
+    return (size_t)(2 * p->nchunks * p->C) * sizeof(double) + (size_t)(6 * p->lp) * sizeof(bp_real);
+}
+
+size_t bp_bn_workspace_size(int64_t M, int64_t C)
+{
+    if (M < 1 || C < 1 || M > INT64_MAX / C) return 0;
+    bn_plan p = plan_shape(M, C);
+    return plan_bytes(&p);
+}
+
+static void plan_bind(bn_plan *p, void *work)
+{
+    p->acc0 = (double *)work;
+    p->acc1 = p->acc0 + p->nchunks * p->C;
+    p->par = (bp_real *)(p->acc1 + p->nchunks * p->C);
+}
+
+static void chunk_blocks(const bn_plan *p, int64_t ch, int64_t *b0, int64_t *b1)
+{
+    *b0 = ch * p->nblocks / p->nchunks;
+    *b1 = (ch + 1) * p->nblocks / p->nchunks;
+}
+
+static void block_rows(const bn_plan *p, int64_t b, int64_t *r0, int64_t *r1)
+{
+    *r0 = b * p->rows;
+    *r1 = min64(*r0 + p->rows, p->M);
+}
+
+/* ---------------------------------------------------------------- checks */
+
+static bp_status check_common(const char *who, int64_t M, int64_t C, int64_t min_m, void *work)
+{
+    if (C < 1) return bp_fail(BP_ESHAPE, "%s: expected C >= 1 channels, got %lld", who, (long long)C);
+    if (min_m == 2 && M < 2)
+        return bp_fail(BP_EINVAL,
+                       "%s: expected more than 1 value per channel when training, got %lld "
+                       "(M = %lld rows of C = %lld channels)",
+                       who, (long long)M, (long long)M, (long long)C);
+    if (M < min_m)
+        return bp_fail(BP_ESHAPE, "%s: expected M >= %lld rows, got %lld", who, (long long)min_m,
+                       (long long)M);
+    if (M > 0 && M > (INT64_MAX / 8) / C)
+        return bp_fail(BP_ESHAPE, "%s: M*C overflows, got M = %lld, C = %lld", who, (long long)M,
+                       (long long)C);
+    if (((uintptr_t)work & 7u) != 0)
+        return bp_fail(BP_EINVAL, "%s: work must be 8-byte aligned, got %p", who, work);
+    return BP_OK;
+}
+
+static bp_status check_eps(const char *who, double eps)
+{
+    if (!(eps >= 0.0) || !isfinite(eps))
+        return bp_fail(BP_EINVAL, "%s: expected a finite eps >= 0, got %g", who, eps);
+    return BP_OK;
+}
+
+#define BN_NEED(who, ptr)                                                                  \
+    do {                                                                                   \
+        if (!(ptr)) return bp_fail(BP_EINVAL, "%s: %s is NULL", who, #ptr);               \
+    } while (0)
+
+/* Binds the caller's workspace, or allocates one into *owned. */
+static bp_status plan_workspace(const char *who, bn_plan *p, void *work, void **owned)
+{
+    *owned = NULL;
+    if (!work) {
+        size_t bytes = plan_bytes(p);
+        work = bytes == SIZE_MAX ? NULL : malloc(bytes ? bytes : 1);
+        if (!work)
+            return bp_fail(BP_ENOMEM, "%s: cannot allocate %zu bytes of workspace", who, bytes);
+        *owned = work;
+    }
+    plan_bind(p, work);
+    return BP_OK;
+}
+
+/* invstd = 1/sqrt(var + eps), 0 when var + eps == 0 (a constant channel with eps 0). */
+static double inv_std(double var, double eps)
+{
+    double d = var + eps;
+    return d > 0.0 ? 1.0 / sqrt(d) : 0.0;
+}
+
+/* ---------------------------------------------------------------- statistics */
+
+/* s1 += x - k, s2 += (x - k)^2 over L lanes. */
+static void lane_stats(const bp_real *restrict xr, const bp_real *restrict k,
+                       bp_real *restrict s1, bp_real *restrict s2, int64_t L)
+{
+    for (int64_t j = 0; j < L; j++) {
+        bp_real d = xr[j] - k[j];
+        s1[j] += d;
+        s2[j] += d * d;
+    }
+}
+
+#ifdef BN_SIMD
+/* lane_stats for BN_SL = 4 vectors of lanes over ng lane groups st apart, with
+ * the accumulators in registers: the plain loop keeps them in memory and pays
+ * two stores per vector. Same operations in the same order, so the same bits. */
+#define BN_SL (4 * BN_W)
+static void lane_stats_regs(const bp_real *xr, int64_t st, int64_t ng, const bp_real *k,
+                            bp_real *s1, bp_real *s2)
+{
+    bn_v k0 = bn_load(k), k1 = bn_load(k + BN_W), k2 = bn_load(k + 2 * BN_W), k3 = bn_load(k + 3 * BN_W);
+    bn_v a0 = bn_load(s1), a1 = bn_load(s1 + BN_W), a2 = bn_load(s1 + 2 * BN_W), a3 = bn_load(s1 + 3 * BN_W);
+    bn_v q0 = bn_load(s2), q1 = bn_load(s2 + BN_W), q2 = bn_load(s2 + 2 * BN_W), q3 = bn_load(s2 + 3 * BN_W);
+    for (int64_t g = 0; g < ng; g++, xr += st) {
+        bn_v d0 = bn_sub(bn_load(xr), k0), d1 = bn_sub(bn_load(xr + BN_W), k1);
+        bn_v d2 = bn_sub(bn_load(xr + 2 * BN_W), k2), d3 = bn_sub(bn_load(xr + 3 * BN_W), k3);
+        a0 = bn_add(a0, d0);
+        a1 = bn_add(a1, d1);
+        a2 = bn_add(a2, d2);
+        a3 = bn_add(a3, d3);
+        q0 = bn_add(q0, bn_mul(d0, d0));
+        q1 = bn_add(q1, bn_mul(d1, d1));
+        q2 = bn_add(q2, bn_mul(d2, d2));
+        q3 = bn_add(q3, bn_mul(d3, d3));
+    }
+    bn_storeu(s1, a0); bn_storeu(s1 + BN_W, a1); bn_storeu(s1 + 2 * BN_W, a2); bn_storeu(s1 + 3 * BN_W, a3);
+    bn_storeu(s2, q0); bn_storeu(s2 + BN_W, q1); bn_storeu(s2 + 2 * BN_W, q2); bn_storeu(s2 + 3 * BN_W, q3);
+}
+#endif
+
+/* Chan's merge of (nb, mb, qb) into the running (na, *m, *q); q is a sum of squared deviations. */
+static void chan_merge(double *m, double *q, int64_t na, double mb, double qb, int64_t nb)
+{
+    if (na == 0) {
+        *m = mb;
+        *q = qb;
+        return;
+    }
+    double nt = (double)(na + nb);
+    double delta = mb - *m;
+    *m += delta * ((double)nb / nt);
+    *q += qb + delta * delta * ((double)na * (double)nb / nt);
+}
+
+/* One chunk of the statistics: per-channel mean into acc0 and M2 into acc1. */
+static void stats_chunk(const bn_plan *p, const bp_real *x, int64_t ch)
+{
+    const int64_t C = p->C, u = p->u, tw = p->tw;
+    double *cm = p->acc0 + ch * C, *cq = p->acc1 + ch * C;
+    bp_real k[BN_LANES], s1[BN_LANES], s2[BN_LANES];
+    double t1[BN_LANES], t2[BN_LANES];
+    int64_t b0, b1, n = 0;
+    chunk_blocks(p, ch, &b0, &b1);
+    for (int64_t b = b0; b < b1; b++) {
+        int64_t r0, r1;
+        block_rows(p, b, &r0, &r1);
+        const int64_t nb = r1 - r0;
+        /* Chan's merge factors, the same for every channel of the block */
+        const double inv_nb = 1.0 / (double)nb, f = (double)nb / (double)(n + nb);
+        const double g = (double)n * (double)nb / (double)(n + nb);
+        for (int64_t c0 = 0; c0 < C; c0 += tw) {
+            const int64_t w = min64(tw, C - c0), L = u * w;
+            const bp_real *shift = x + r0 * C + c0; /* a chunk's first block: its first row */
+            for (int64_t c = 0; n && c < w; c++) t1[c] = cm[c0 + c];
+            for (int64_t q = 0; q < u; q++)
+                for (int64_t c = 0; c < w; c++) k[q * w + c] = n ? (bp_real)t1[c] : shift[c];
+            memset(s1, 0, sizeof(bp_real) * (size_t)L);
+            memset(s2, 0, sizeof(bp_real) * (size_t)L);
+            int64_t r = r0;
+#ifdef BN_SIMD
+            if (p->strips && L % BN_SL == 0) { /* lanes in registers, strip by strip */
+                const int64_t ng = (r1 - r0) / u;
+                for (int64_t j = 0; j < L; j += BN_SL)
+                    lane_stats_regs(x + r0 * C + c0 + j, u * C, ng, k + j, s1 + j, s2 + j);
+                r += ng * u;
+            }
+#endif
+            for (; r + u <= r1; r += u) lane_stats(x + r * C + c0, k, s1, s2, L);
+            if (r < r1) lane_stats(x + r * C + c0, k, s1, s2, (r1 - r) * w); /* u > 1: w == C */
+            /* fold the u lanes of each channel in double, then mean_b and M2_b */
+            for (int64_t c = 0; c < w; c++) t1[c] = t2[c] = 0.0;
+            for (int64_t q = 0; q < u; q++)
+                for (int64_t c = 0; c < w; c++) {
+                    t1[c] += (double)s1[q * w + c];
+                    t2[c] += (double)s2[q * w + c];
+                }
+            double *m = cm + c0, *q2 = cq + c0;
+            for (int64_t c = 0; c < w; c++) {
+                double mb = (double)k[c] + t1[c] * inv_nb;
+                double qb = t2[c] - t1[c] * t1[c] * inv_nb;
+                qb = qb > 0.0 ? qb : 0.0;
+                if (n == 0) {
+                    m[c] = mb;
+                    q2[c] = qb;
+                } else {
+                    double delta = mb - m[c];
+                    m[c] += delta * f;
+                    q2[c] += qb + delta * delta * g;
+                }
+            }
+        }
+        n += nb;
+    }
+}
+
+/* Batch mean and biased variance of every channel, in double, left in acc0[0..C)
+ * and acc1[0..C) (acc1 then holds the variance, not M2). */
+static void batch_stats(const bn_plan *p, const bp_real *x)
+{
+    const int64_t C = p->C;
+#pragma omp parallel for schedule(static) if (p->M * C >= BN_PAR_MIN)
+    for (int64_t ch = 0; ch < p->nchunks; ch++) stats_chunk(p, x, ch);
+    int64_t b0, b1, r0, r1, e0, e1;
+    chunk_blocks(p, 0, &b0, &b1);
+    block_rows(p, b1 - 1, &r0, &r1);
+    int64_t n = r1;
+    for (int64_t ch = 1; ch < p->nchunks; ch++) {
+        chunk_blocks(p, ch, &b0, &b1);
+        block_rows(p, b0, &r0, &r1);
+        block_rows(p, b1 - 1, &e0, &e1);
+        int64_t nb = e1 - r0;
+        for (int64_t c = 0; c < C; c++)
+            chan_merge(&p->acc0[c], &p->acc1[c], n, p->acc0[ch * C + c], p->acc1[ch * C + c], nb);
+        n += nb;
+    }
+    for (int64_t c = 0; c < C; c++) p->acc1[c] /= (double)p->M;
+}
+
+/* ---------------------------------------------------------------- elementwise */
+
+/* bn(x) as every kernel computes it; the relu backward recomputes the forward's
+ * value with this same expression, so its mask matches bit for bit. */
+static inline bp_real bn_affine(bp_real x, bp_real m, bp_real a, bp_real b)
+{
+    return (x - m) * a + b;
+}
+
+/* y = (x - m)*a + b over L lanes, optionally clamped at 0. */
+static void lane_apply(bp_real *y, const bp_real *x, const bp_real *restrict m,
+                       const bp_real *restrict a, const bp_real *restrict b, int64_t L, int relu)
+{
+    if (relu) {
+        for (int64_t j = 0; j < L; j++) {
+            bp_real v = bn_affine(x[j], m[j], a[j], b[j]);
+            y[j] = v < 0 ? (bp_real)0 : v;
+        }
+    } else {
+        for (int64_t j = 0; j < L; j++) y[j] = bn_affine(x[j], m[j], a[j], b[j]);
+    }
+}
+
+/* Whether the kernels stream an (M, C) output at out: it must be large, and every
+ * lane group must start on a vector boundary (lp a multiple of the vector width). */
+static int use_stream(const bn_plan *p, const void *out)
+{
+#ifdef BN_SIMD
+    return out && (uintptr_t)out % (BN_W * sizeof(bp_real)) == 0 && p->lp % BN_W == 0 &&
+           (size_t)(p->M * p->C) * sizeof(bp_real) >= BN_STREAM_MIN_BYTES;
+#else
+    (void)p;
+    (void)out;
+    return 0;
+#endif
+}
+
+#ifdef BN_SIMD
+/* lane_apply with streaming stores; y is vector-aligned. */
+static void lane_apply_nt(bp_real *y, const bp_real *x, const bp_real *restrict m,
+                          const bp_real *restrict a, const bp_real *restrict b, int64_t L,
+                          int relu)
+{
+    int64_t j = 0;
+    for (; j + BN_W <= L; j += BN_W) {
+        bn_v v = bn_add(bn_mul(bn_sub(bn_load(x + j), bn_load(m + j)), bn_load(a + j)), bn_load(b + j));
+        bn_stream(y + j, relu ? bn_zero_if_neg(v) : v);
+    }
+    lane_apply(y + j, x + j, m + j, a + j, b + j, L - j, relu);
+}
+#endif
+
+/* Rows [r0, r1) of a second pass: the chunk's rows, or all rows when M is small. */
+static void chunk_rows(const bn_plan *p, int64_t ch, int64_t *r0, int64_t *r1)
+{
+    int64_t b0, b1, e0;
+    chunk_blocks(p, ch, &b0, &b1);
+    block_rows(p, b0, r0, &e0);
+    block_rows(p, b1 - 1, &e0, r1);
+}
+
+/* y = [relu]((x - m)*a + b) for all rows, with m, a, b replicated (lp each).
+ * After a statistics pass (reverse = 1) the chunks go in reverse order, so the
+ * rows read last, still in cache, are read first; inside a chunk the rows go
+ * forward, which the hardware prefetchers follow. */
+static void apply_all(const bn_plan *p, bp_real *y, const bp_real *x, const bp_real *m,
+                      const bp_real *a, const bp_real *b, int relu, int reverse)
+{
+    const int64_t C = p->C, u = p->u;
+    const int stream = use_stream(p, y);
+#pragma omp parallel for schedule(static) if (p->M * C >= BN_PAR_MIN)
+    for (int64_t i = 0; i < p->nchunks; i++) {
+        int64_t r0, r1;
+        chunk_rows(p, reverse ? p->nchunks - 1 - i : i, &r0, &r1);
+        for (int64_t r = r0; r < r1; r += u) {
+#ifdef BN_SIMD
+            if (stream) {
+                lane_apply_nt(y + r * C, x + r * C, m, a, b, min64(u, r1 - r) * C, relu);
+                continue;
+            }
+#endif
+            lane_apply(y + r * C, x + r * C, m, a, b, min64(u, r1 - r) * C, relu);
+        }
+#ifdef BN_SIMD
+        if (stream) _mm_sfence(); /* order the streamed lines before anyone reads y */
+#endif
+    }
+    (void)stream;
+}
+
+/* Fills the replicated (mean, alpha = invstd*scale, bias) arrays at par[0..3*lp).
+ * The relu backward recomputes bn(x) from the same three arrays, so its mask
+ * matches the forward bit for bit. */
+static void affine_params(const bn_plan *p, const bp_real *mean, const bp_real *invstd,
+                          const bp_real *scale, const bp_real *bias)
+{
+    bp_real *pm = p->par, *pa = p->par + p->lp, *pb = p->par + 2 * p->lp;
+    for (int64_t q = 0; q < p->u; q++)
+        for (int64_t c = 0; c < p->C; c++) {
+            int64_t j = q * p->C + c;
+            pm[j] = mean[c];
+            pa[j] = scale ? invstd[c] * scale[c] : invstd[c];
+            pb[j] = bias ? bias[c] : (bp_real)0;
+        }
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static bp_status forward_train(const char *who, bp_real *y, bp_real *mean, bp_real *invstd,
+                               bp_real *var, const bp_real *x, const bp_real *scale,
+                               const bp_real *bias, int64_t M, int64_t C, double eps, void *work,
+                               int relu)
+{
+    BN_NEED(who, y);
+    BN_NEED(who, mean);
+    BN_NEED(who, invstd);
+    BN_NEED(who, x);
+    BP_TRY(check_common(who, M, C, 2, work));
+    BP_TRY(check_eps(who, eps));
+    bn_plan p = plan_shape(M, C);
+    void *owned;
+    BP_TRY(plan_workspace(who, &p, work, &owned));
+    batch_stats(&p, x);
+    for (int64_t c = 0; c < C; c++) {
+        bp_real m = (bp_real)p.acc0[c], v = (bp_real)p.acc1[c];
+        bp_real is = (bp_real)inv_std(p.acc1[c], eps);
+        if (!isfinite(m) || !isfinite(v) || !isfinite(is)) {
+            bp_status st = bp_fail(BP_ENUMERIC,
+                                   "%s: channel %lld has a non-finite batch statistic (mean %g, "
+                                   "var %g, invstd %g); the input holds NaN/Inf or overflows",
+                                   who, (long long)c, p.acc0[c], p.acc1[c], (double)is);
+            free(owned);
+            return st;
+        }
+    }
+    for (int64_t c = 0; c < C; c++) {
+        mean[c] = (bp_real)p.acc0[c];
+        invstd[c] = (bp_real)inv_std(p.acc1[c], eps);
+        if (var) var[c] = (bp_real)p.acc1[c];
+    }
+    affine_params(&p, mean, invstd, scale, bias);
+    apply_all(&p, y, x, p.par, p.par + p.lp, p.par + 2 * p.lp, relu, 1);
+    free(owned);
+    return BP_OK;
+}
+
+bp_status bp_bn_forward_train(bp_real *y, bp_real *mean, bp_real *invstd, bp_real *var,
+                              const bp_real *x, const bp_real *scale, const bp_real *bias,
+                              int64_t M, int64_t C, double eps, void *work)
+{
+    return forward_train("bp_bn_forward_train", y, mean, invstd, var, x, scale, bias, M, C, eps,
+                         work, 0);
+}
+
+bp_status bp_bn_relu_forward_train(bp_real *y, bp_real *mean, bp_real *invstd, bp_real *var,
+                                   const bp_real *x, const bp_real *scale, const bp_real *bias,
+                                   int64_t M, int64_t C, double eps, void *work)
+{
+    return forward_train("bp_bn_relu_forward_train", y, mean, invstd, var, x, scale, bias, M, C,
+                         eps, work, 1);
+}
+
+bp_status bp_bn_update_running(bp_real *running_mean, bp_real *running_var, const bp_real *mean,
+                               const bp_real *var, int64_t M, int64_t C, double momentum)
+{
+    const char *who = "bp_bn_update_running";
+    BN_NEED(who, running_mean);
+    BN_NEED(who, running_var);
+    BN_NEED(who, mean);
+    BN_NEED(who, var);
+    BP_TRY(check_common(who, M, C, 2, NULL));
+    if (!(momentum >= 0.0 && momentum <= 1.0))
+        return bp_fail(BP_EINVAL, "%s: expected momentum in [0, 1], got %g", who, momentum);
+    const double bessel = (double)M / (double)(M - 1);
+    for (int64_t c = 0; c < C; c++) {
+        running_mean[c] =
+            (bp_real)(momentum * running_mean[c] + (1.0 - momentum) * (double)mean[c]);
+        running_var[c] =
+            (bp_real)(momentum * running_var[c] + (1.0 - momentum) * ((double)var[c] * bessel));
+    }
+    return BP_OK;
+}
+
+/* Checks the running statistics and fills par[0..lp) with invstd (not replicated, C values)
+ * computed from them; BP_ENUMERIC names a bad channel. */
+static bp_status eval_invstd(const char *who, const bp_real *rm, const bp_real *rv, double eps,
+                             int64_t C, bp_real *is)
+{
+    for (int64_t c = 0; c < C; c++) {
+        if (!isfinite(rm[c]) || !isfinite(rv[c]) || !(rv[c] >= 0))
+            return bp_fail(BP_ENUMERIC,
+                           "%s: channel %lld has running_mean %g, running_var %g; expected finite "
+                           "values and running_var >= 0",
+                           who, (long long)c, (double)rm[c], (double)rv[c]);
+        is[c] = (bp_real)inv_std((double)rv[c], eps);
+        if (!isfinite(is[c]))
+            return bp_fail(BP_ENUMERIC, "%s: channel %lld has 1/sqrt(running_var + eps) = %g",
+                           who, (long long)c, (double)is[c]);
+    }
+    return BP_OK;
+}
+
+static bp_status forward_eval(const char *who, bp_real *y, const bp_real *x, const bp_real *running_mean,
+                              const bp_real *running_var, const bp_real *scale, const bp_real *bias,
+                              int64_t M, int64_t C, double eps, void *work, int relu)
+{
+    BN_NEED(who, y);
+    BN_NEED(who, x);
+    BN_NEED(who, running_mean);
+    BN_NEED(who, running_var);
+    BP_TRY(check_common(who, M, C, 0, work));
+    BP_TRY(check_eps(who, eps));
+    if (M == 0) return BP_OK;
+    bn_plan p = plan_shape(M, C);
+    void *owned;
+    BP_TRY(plan_workspace(who, &p, work, &owned));
+    bp_real *is = p.par + 3 * p.lp; /* C values, before the replicated arrays use it */
+    bp_status st = eval_invstd(who, running_mean, running_var, eps, C, is);
+    if (st == BP_OK) {
+        affine_params(&p, running_mean, is, scale, bias);
+        apply_all(&p, y, x, p.par, p.par + p.lp, p.par + 2 * p.lp, relu, 0);
+    }
+    free(owned);
+    return st;
+}
+
+bp_status bp_bn_forward_eval(bp_real *y, const bp_real *x, const bp_real *running_mean,
+                             const bp_real *running_var, const bp_real *scale, const bp_real *bias,
+                             int64_t M, int64_t C, double eps, void *work)
+{
+    return forward_eval("bp_bn_forward_eval", y, x, running_mean, running_var, scale, bias, M, C,
+                        eps, work, 0);
+}
+
+bp_status bp_bn_relu_forward_eval(bp_real *y, const bp_real *x, const bp_real *running_mean,
+                                  const bp_real *running_var, const bp_real *scale,
+                                  const bp_real *bias, int64_t M, int64_t C, double eps,
+                                  void *work)
+{
+    return forward_eval("bp_bn_relu_forward_eval", y, x, running_mean, running_var, scale, bias,
+                        M, C, eps, work, 1);
+}
+
+/* ---------------------------------------------------------------- backward */
+
+/* Over L lanes: dz = dy (relu: where bn(x) > 0, else 0); s1 += dz, s2 += dz*(x - m);
+ * and dx = dz*a when dx is not NULL (the eval backward, where a = invstd*scale). */
+static void lane_sums(bp_real *dx, const bp_real *dy, const bp_real *x,
+                      const bp_real *restrict m, const bp_real *restrict a,
+                      const bp_real *restrict b, bp_real *restrict s1, bp_real *restrict s2,
+                      int64_t L, int relu)
+{
+    if (relu && dx) {
+        for (int64_t j = 0; j < L; j++) {
+            bp_real xm = x[j] - m[j];
+            bp_real dz = bn_affine(x[j], m[j], a[j], b[j]) > 0 ? dy[j] : (bp_real)0;
+            dx[j] = dz * a[j];
+            s1[j] += dz;
+            s2[j] += dz * xm;
+        }
+    } else if (relu) {
+        for (int64_t j = 0; j < L; j++) {
+            bp_real xm = x[j] - m[j];
+            bp_real dz = bn_affine(x[j], m[j], a[j], b[j]) > 0 ? dy[j] : (bp_real)0;
+            s1[j] += dz;
+            s2[j] += dz * xm;
+        }
+    } else if (dx) {
+        for (int64_t j = 0; j < L; j++) {
+            bp_real dz = dy[j], xm = x[j] - m[j];
+            dx[j] = dz * a[j];
+            s1[j] += dz;
+            s2[j] += dz * xm;
+        }
+    } else {
+        for (int64_t j = 0; j < L; j++) {
+            bp_real dz = dy[j];
+            s1[j] += dz;
+            s2[j] += dz * (x[j] - m[j]);
+        }
+    }
+}
+
+#ifdef BN_SIMD
+/* lane_sums without dx over BN_SL lanes of ng lane groups st apart, with the
+ * accumulators in registers (as lane_stats_regs); the same operations in the
+ * same order as lane_sums. */
+static void lane_sums_regs(const bp_real *dy, const bp_real *x, int64_t st, int64_t ng,
+                           const bp_real *m, const bp_real *a, const bp_real *b, bp_real *s1,
+                           bp_real *s2, int relu)
+{
+    bn_v m0 = bn_load(m), m1 = bn_load(m + BN_W), m2 = bn_load(m + 2 * BN_W), m3 = bn_load(m + 3 * BN_W);
+    bn_v a0 = bn_load(s1), a1 = bn_load(s1 + BN_W), a2 = bn_load(s1 + 2 * BN_W), a3 = bn_load(s1 + 3 * BN_W);
+    bn_v q0 = bn_load(s2), q1 = bn_load(s2 + BN_W), q2 = bn_load(s2 + 2 * BN_W), q3 = bn_load(s2 + 3 * BN_W);
+    for (int64_t g = 0; g < ng; g++, dy += st, x += st) {
+        bn_v x0 = bn_sub(bn_load(x), m0), x1 = bn_sub(bn_load(x + BN_W), m1);
+        bn_v x2 = bn_sub(bn_load(x + 2 * BN_W), m2), x3 = bn_sub(bn_load(x + 3 * BN_W), m3);
+        bn_v d0 = bn_load(dy), d1 = bn_load(dy + BN_W), d2 = bn_load(dy + 2 * BN_W), d3 = bn_load(dy + 3 * BN_W);
+        if (relu) { /* dz = dy where bn(x) = (x - m)*a + b > 0 */
+            d0 = bn_keep_if_pos(bn_add(bn_mul(x0, bn_load(a)), bn_load(b)), d0);
+            d1 = bn_keep_if_pos(bn_add(bn_mul(x1, bn_load(a + BN_W)), bn_load(b + BN_W)), d1);
+            d2 = bn_keep_if_pos(bn_add(bn_mul(x2, bn_load(a + 2 * BN_W)), bn_load(b + 2 * BN_W)), d2);
+            d3 = bn_keep_if_pos(bn_add(bn_mul(x3, bn_load(a + 3 * BN_W)), bn_load(b + 3 * BN_W)), d3);
+        }
+        a0 = bn_add(a0, d0);
+        a1 = bn_add(a1, d1);
+        a2 = bn_add(a2, d2);
+        a3 = bn_add(a3, d3);
+        q0 = bn_add(q0, bn_mul(d0, x0));
+        q1 = bn_add(q1, bn_mul(d1, x1));
+        q2 = bn_add(q2, bn_mul(d2, x2));
+        q3 = bn_add(q3, bn_mul(d3, x3));
+    }
+    bn_storeu(s1, a0); bn_storeu(s1 + BN_W, a1); bn_storeu(s1 + 2 * BN_W, a2); bn_storeu(s1 + 3 * BN_W, a3);
+    bn_storeu(s2, q0); bn_storeu(s2 + BN_W, q1); bn_storeu(s2 + 2 * BN_W, q2); bn_storeu(s2 + 3 * BN_W, q3);
+}
+#endif
+
+/* One chunk of the gradient sums: acc0 = sum(dz), acc1 = sum(dz*(x - mean)) per channel,
+ * with the replicated (mean, alpha, bias) at par[0..3*lp). Writes dx when given. */
+static void sums_chunk(const bn_plan *p, int64_t ch, bp_real *dx, const bp_real *dy,
+                       const bp_real *x, int relu)
+{
+    const int64_t C = p->C, u = p->u, tw = p->tw, lp = p->lp;
+    const bp_real *pm = p->par, *pa = p->par + lp, *pb = p->par + 2 * lp;
+    double *c1 = p->acc0 + ch * C, *c2 = p->acc1 + ch * C;
+    bp_real s1[BN_LANES], s2[BN_LANES];
+    int64_t b0, b1;
+    chunk_blocks(p, ch, &b0, &b1);
+    for (int64_t c = 0; c < C; c++) c1[c] = c2[c] = 0.0;
+    for (int64_t b = b0; b < b1; b++) {
+        int64_t r0, r1;
+        block_rows(p, b, &r0, &r1);
+        for (int64_t c0 = 0; c0 < C; c0 += tw) {
+            const int64_t w = min64(tw, C - c0);
+            memset(s1, 0, sizeof(bp_real) * (size_t)(u * w));
+            memset(s2, 0, sizeof(bp_real) * (size_t)(u * w));
+            int64_t r = r0;
+#ifdef BN_SIMD
+            if (p->strips && !dx && (u * w) % BN_SL == 0) { /* lanes in registers */
+                const int64_t ng = (r1 - r0) / u, off = r0 * C + c0;
+                for (int64_t j = 0; j < u * w; j += BN_SL)
+                    lane_sums_regs(dy + off + j, x + off + j, u * C, ng, pm + c0 + j, pa + c0 + j,
+                                   pb + c0 + j, s1 + j, s2 + j, relu);
+                r += ng * u;
+            }
+#endif
+            for (; r < r1; r += u) {
+                int64_t off = r * C + c0;
+                lane_sums(dx ? dx + off : NULL, dy + off, x + off, pm + c0, pa + c0, pb + c0, s1,
+                          s2, min64(u, r1 - r) * w, relu);
+            }
+            for (int64_t c = 0; c < w; c++) {
+                double t1 = 0.0, t2 = 0.0;
+                for (int64_t q = 0; q < u; q++) {
+                    t1 += (double)s1[q * w + c];
+                    t2 += (double)s2[q * w + c];
+                }
+                c1[c0 + c] += t1;
+                c2[c0 + c] += t2;
+            }
+        }
+    }
+}
+
+/* Runs sums_chunk over every chunk and leaves the totals in acc0[0..C), acc1[0..C). */
+static void grad_sums(const bn_plan *p, bp_real *dx, const bp_real *dy, const bp_real *x, int relu)
+{
+    const int64_t C = p->C;
+#pragma omp parallel for schedule(static) if (p->M * C >= BN_PAR_MIN)
+    for (int64_t ch = 0; ch < p->nchunks; ch++) sums_chunk(p, ch, dx, dy, x, relu);
+    for (int64_t ch = 1; ch < p->nchunks; ch++)
+        for (int64_t c = 0; c < C; c++) {
+            p->acc0[c] += p->acc0[ch * C + c];
+            p->acc1[c] += p->acc1[ch * C + c];
+        }
+}
+
+/* dx = dz*k1 + (x - m)*k2 + k3 over L lanes, dz as in lane_sums. */
+static void lane_dx(bp_real *dx, const bp_real *dy, const bp_real *x, const bp_real *restrict m,
+                    const bp_real *restrict a, const bp_real *restrict b,
+                    const bp_real *restrict k1, const bp_real *restrict k2,
+                    const bp_real *restrict k3, int64_t L, int relu)
+{
+    if (relu) {
+        for (int64_t j = 0; j < L; j++) {
+            bp_real xm = x[j] - m[j];
+            bp_real dz = bn_affine(x[j], m[j], a[j], b[j]) > 0 ? dy[j] : (bp_real)0;
+            dx[j] = dz * k1[j] + xm * k2[j] + k3[j];
+        }
+    } else {
+        for (int64_t j = 0; j < L; j++) dx[j] = dy[j] * k1[j] + (x[j] - m[j]) * k2[j] + k3[j];
+    }
+}
+
+#ifdef BN_SIMD
+/* lane_dx with streaming stores; dx is vector-aligned. */
+static void lane_dx_nt(bp_real *dx, const bp_real *dy, const bp_real *x,
+                       const bp_real *restrict m, const bp_real *restrict a,
+                       const bp_real *restrict b, const bp_real *restrict k1,
+                       const bp_real *restrict k2, const bp_real *restrict k3, int64_t L,
+                       int relu)
+{
+    int64_t j = 0;
+    for (; j + BN_W <= L; j += BN_W) {
+        bn_v xm = bn_sub(bn_load(x + j), bn_load(m + j)), dz = bn_load(dy + j);
+        if (relu) dz = bn_keep_if_pos(bn_add(bn_mul(xm, bn_load(a + j)), bn_load(b + j)), dz);
+        bn_v v = bn_add(bn_add(bn_mul(dz, bn_load(k1 + j)), bn_mul(xm, bn_load(k2 + j))), bn_load(k3 + j));
+        bn_stream(dx + j, v);
+    }
+    lane_dx(dx + j, dy + j, x + j, m + j, a + j, b + j, k1 + j, k2 + j, k3 + j, L - j, relu);
+}
+#endif
+
+static bp_status backward_train(const char *who, bp_real *dx, bp_real *dscale, bp_real *dbias,
+                                const bp_real *dy, const bp_real *x, const bp_real *mean,
+                                const bp_real *invstd, const bp_real *scale, const bp_real *bias,
+                                int64_t M, int64_t C, void *work, int relu)
+{
+    BN_NEED(who, dx);
+    BN_NEED(who, dy);
+    BN_NEED(who, x);
+    BN_NEED(who, mean);
+    BN_NEED(who, invstd);
+    BP_TRY(check_common(who, M, C, 1, work));
+    bn_plan p = plan_shape(M, C);
+    void *owned;
+    BP_TRY(plan_workspace(who, &p, work, &owned));
+    const int64_t lp = p.lp;
+    affine_params(&p, mean, invstd, scale, bias);
+    grad_sums(&p, NULL, dy, x, relu);
+    /* dx = invstd*scale * (dz - sum(dz)/M - (x - mean)*invstd^2 * sum(dz*(x - mean))/M) */
+    bp_real *k1 = p.par + 3 * lp, *k2 = p.par + 4 * lp, *k3 = p.par + 5 * lp;
+    for (int64_t c = 0; c < C; c++) {
+        double is = (double)invstd[c], sc = scale ? (double)scale[c] : 1.0;
+        double sdz = p.acc0[c], sdzxm = p.acc1[c];
+        double g = sc * is;
+        k1[c] = (bp_real)g;
+        k2[c] = (bp_real)(-g * is * is * sdzxm / (double)M);
+        k3[c] = (bp_real)(-g * sdz / (double)M);
+        if (dscale) dscale[c] = (bp_real)((double)dscale[c] + is * sdzxm);
+        if (dbias) dbias[c] = (bp_real)((double)dbias[c] + sdz);
+    }
+    for (int64_t q = 1; q < p.u; q++) {
+        memcpy(k1 + q * C, k1, sizeof(bp_real) * (size_t)C);
+        memcpy(k2 + q * C, k2, sizeof(bp_real) * (size_t)C);
+        memcpy(k3 + q * C, k3, sizeof(bp_real) * (size_t)C);
+    }
+    const bp_real *pm = p.par, *pa = p.par + lp, *pb = p.par + 2 * lp;
+    const int64_t u = p.u;
+    const int stream = use_stream(&p, dx);
+#pragma omp parallel for schedule(static) if (M * C >= BN_PAR_MIN)
+    for (int64_t i = 0; i < p.nchunks; i++) {
+        int64_t r0, r1;
+        chunk_rows(&p, p.nchunks - 1 - i, &r0, &r1); /* as in apply_all: cached rows first */
+        for (int64_t r = r0; r < r1; r += u) {
+#ifdef BN_SIMD
+            if (stream) {
+                lane_dx_nt(dx + r * C, dy + r * C, x + r * C, pm, pa, pb, k1, k2, k3,
+                           min64(u, r1 - r) * C, relu);
+                continue;
+            }
+#endif
+            lane_dx(dx + r * C, dy + r * C, x + r * C, pm, pa, pb, k1, k2, k3,
+                    min64(u, r1 - r) * C, relu);
+        }
+#ifdef BN_SIMD
+        if (stream) _mm_sfence();
+#endif
+    }
+    (void)stream;
+    free(owned);
+    return BP_OK;
+}
+
+bp_status bp_bn_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_real *dy,
+                               const bp_real *x, const bp_real *mean, const bp_real *invstd,
+                               const bp_real *scale, int64_t M, int64_t C, void *work)
+{
+    return backward_train("bp_bn_backward_train", dx, dscale, dbias, dy, x, mean, invstd, scale,
+                          NULL, M, C, work, 0);
+}
+
+bp_status bp_bn_relu_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias,
+                                    const bp_real *dy, const bp_real *x, const bp_real *mean,
+                                    const bp_real *invstd, const bp_real *scale,
+                                    const bp_real *bias, int64_t M, int64_t C, void *work)
+{
+    return backward_train("bp_bn_relu_backward_train", dx, dscale, dbias, dy, x, mean, invstd,
+                          scale, bias, M, C, work, 1);
+}
+
+static bp_status backward_eval(const char *who, bp_real *dx, bp_real *dscale, bp_real *dbias,
+                               const bp_real *dy, const bp_real *x, const bp_real *running_mean,
+                               const bp_real *running_var, const bp_real *scale, const bp_real *bias,
+                               int64_t M, int64_t C, double eps, void *work, int relu)
+{
+    BN_NEED(who, dy);
+    BN_NEED(who, running_mean);
+    BN_NEED(who, running_var);
+    if (relu || dscale) BN_NEED(who, x);
+    BP_TRY(check_common(who, M, C, 0, work));
+    BP_TRY(check_eps(who, eps));
+    if (M == 0 || (!dx && !dscale && !dbias)) return BP_OK;
+    bn_plan p = plan_shape(M, C);
+    void *owned;
+    BP_TRY(plan_workspace(who, &p, work, &owned));
+    bp_real *is = p.par + 5 * p.lp; /* C values, apart from the replicated arrays */
+    bp_status st = eval_invstd(who, running_mean, running_var, eps, C, is);
+    if (st == BP_OK) {
+        affine_params(&p, running_mean, is, scale, bias);
+        /* Without x (no relu, no dscale) the (x - mean) sums are unused: read dy in its place. */
+        grad_sums(&p, dx, dy, x ? x : dy, relu);
+        for (int64_t c = 0; c < C; c++) {
+            if (dscale) dscale[c] = (bp_real)((double)dscale[c] + (double)is[c] * p.acc1[c]);
+            if (dbias) dbias[c] = (bp_real)((double)dbias[c] + p.acc0[c]);
+        }
+    }
+    free(owned);
+    return st;
+}
+
+bp_status bp_bn_backward_eval(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_real *dy,
+                              const bp_real *x, const bp_real *running_mean,
+                              const bp_real *running_var, const bp_real *scale, int64_t M,
+                              int64_t C, double eps, void *work)
+{
+    return backward_eval("bp_bn_backward_eval", dx, dscale, dbias, dy, x, running_mean,
+                         running_var, scale, NULL, M, C, eps, work, 0);
+}
+
+bp_status bp_bn_relu_backward_eval(bp_real *dx, bp_real *dscale, bp_real *dbias,
+                                   const bp_real *dy, const bp_real *x,
+                                   const bp_real *running_mean, const bp_real *running_var,
+                                   const bp_real *scale, const bp_real *bias, int64_t M,
+                                   int64_t C, double eps, void *work)
+{
+    return backward_eval("bp_bn_relu_backward_eval", dx, dscale, dbias, dy, x, running_mean,
+                         running_var, scale, bias, M, C, eps, work, 1);
+}
