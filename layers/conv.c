@@ -1,7 +1,8 @@
 /* layers/conv.c — Conv1d/2d/3d: construction, and update() as a recorded
- * autograd op over tiled im2col + OpenBLAS GEMM (see bpc/conv.h).
+ * autograd op over direct channels-last kernels, or tiled im2col + OpenBLAS
+ * GEMM where those do not apply (see bpc/conv.h and "direct convolution").
  *
- * Shapes inside: every conv is run as 3-D with unused spatial dims of size 1.
+ * Shapes inside: every conv is run as 3-D with unused leading spatial dims of size 1.
  *   x   (B, I0, I1, I2, Cin)      y (B, O0, O1, O2, Cout)
  *   w   (k0, k1, k2, Cg, Cout) viewed as a (K, Cout) matrix, K = k0*k1*k2*Cg
  *   col (P, K): the im2col rows of P output positions of one sample, one group */
@@ -11,6 +12,9 @@
 #include <string.h>
 #include <cblas.h>
 #include <omp.h>
+#if defined(__AVX__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <bpc/conv.h>
 #include <bpc/autograd.h>
 
@@ -247,6 +251,506 @@ static void col2im_tile(const geom *g, bp_real *dxb, int64_t grp, int64_t p0, in
     }
 }
 
+/* ---------------------------------------------------- direct convolution
+ *
+ * The im2col path moves every input value k0*k1*k2 times through memory
+ * before the GEMM sees it; on channels-last data a direct kernel does not
+ * need to. For a block of NB output positions along the last spatial dim and
+ * up to 2 vectors of output channels, the accumulators live in registers for
+ * the whole reduction over taps and input channels:
+ *   acc[p][v] += x[pos(p) + tap, ci] (broadcast) * w[tap, ci, v-th vector]
+ * which is NB*NV FMAs per NV weight loads and NB broadcasts. Output rows
+ * (b, o0, o1) are independent, so they are the parallel work items.
+ *
+ * The same kernel computes dx for stride 1 (a correlation of dy with the
+ * flipped, transposed kernel, accumulated into dx), and a second kernel
+ * computes dw as outer products x[pos, ci] * dy[pos, co-vector] summed over
+ * positions, with (ci, co) accumulators in registers.
+ *
+ * Taps outside the input along dims 0 and 1 are skipped; along dim 2 the
+ * forward kernel reads zero-padded, channel-chunked copies of the input rows
+ * (see direct_fwd), and the dw kernel clips each tap's position range. */
+
+#if defined(__AVX512F__)
+#define VBYTES 64
+#define NREGS 32
+#elif defined(__AVX__)
+#define VBYTES 32
+#define NREGS 16
+#else
+#define VBYTES 16
+#define NREGS 16
+#endif
+#define VL ((int)(VBYTES / sizeof(bp_real)))
+typedef bp_real vr __attribute__((vector_size(VBYTES)));
+/* Unaligned, aliasing view for loads and stores into user tensors. */
+typedef bp_real vru __attribute__((vector_size(VBYTES), aligned(sizeof(bp_real)), may_alias));
+
+/* acc + a * b as one fused multiply-add where the ISA has one (ISO C mode
+ * does not contract a*b+c on its own). */
+#if defined(__AVX512F__) && !defined(BP_REAL_DOUBLE)
+#define VFMA(acc, a, b) ((acc) = _mm512_fmadd_ps((a), (b), (acc)))
+#elif defined(__AVX512F__)
+#define VFMA(acc, a, b) ((acc) = _mm512_fmadd_pd((a), (b), (acc)))
+#elif defined(__FMA__) && defined(__AVX__) && !defined(BP_REAL_DOUBLE)
+#define VFMA(acc, a, b) ((acc) = _mm256_fmadd_ps((a), (b), (acc)))
+#elif defined(__FMA__) && defined(__AVX__)
+#define VFMA(acc, a, b) ((acc) = _mm256_fmadd_pd((a), (b), (acc)))
+#else
+#define VFMA(acc, a, b) ((acc) = (acc) + (a) * (b))
+#endif
+
+/* Register blocks: positions (forward) or input channels (dw) per call, for
+ * one or two output-channel vectors; leaves registers for the weights. */
+#define MAXB1 (NREGS == 32 ? 16 : 12)
+#define MAXB2 (NREGS == 32 ? 12 : 6)
+#define DIRECT_MIN_CH 4 /* below this many output channels per group, most lanes would idle */
+
+/* A convolution as the direct kernels see it: y (B, out.., ldy) from
+ * x (B, in.., ldx), G groups of Cr reduction and Co output channels, output
+ * channels in blocks of up to 2 vectors. wp is the kernel packed per block:
+ * [G][nblk][taps][Cr][nv*VL], each block starting taps*Cr*2*VL reals apart. */
+typedef struct dconv {
+    int64_t B, in[3], out[3], lo[3], k[3], s[3], d[3];
+    int64_t ldx, Cr, ldy, Co, G, nblk, taps;
+    const bp_real *wp;
+} dconv;
+
+static int64_t blk_width(const dconv *D, int64_t blk)
+{
+    int64_t w = D->Co - blk * 2 * VL;
+    return w < 2 * VL ? w : 2 * VL;
+}
+
+/* Packs w (taps, Cg, Cout) for D. Forward (flip false): reduction over ci,
+ * outputs co. For dx (flip true): taps reversed, reduction over co, outputs ci. */
+static bp_real *pack_weights(const dconv *D, const bp_real *w, int64_t Cg, int64_t Cout, bool flip)
+{
+    const int64_t bstride = D->taps * D->Cr * 2 * VL;
+    bp_real *wp = bp_alloc_aligned(sizeof(bp_real) * (size_t)(D->G * D->nblk * bstride));
+    if (!wp) return NULL;
+    for (int64_t g = 0; g < D->G; g++)
+        for (int64_t blk = 0; blk < D->nblk; blk++) {
+            int64_t bw = blk_width(D, blk), nvl = (bw + VL - 1) / VL * VL;
+            bp_real *dst = wp + (g * D->nblk + blk) * bstride;
+            for (int64_t t = 0; t < D->taps; t++)
+                for (int64_t r = 0; r < D->Cr; r++, dst += nvl)
+                    for (int64_t l = 0; l < nvl; l++) {
+                        int64_t o = blk * 2 * VL + l;
+                        bp_real v = 0;
+                        if (l < bw)
+                            v = flip ? w[((D->taps - 1 - t) * Cg + o) * Cout + g * D->Cr + r]
+                                     : w[(t * Cg + r) * Cout + g * D->Co + o];
+                        dst[l] = v;
+                    }
+        }
+    return wp;
+}
+
+typedef struct fwd_args {
+    const bp_real *const *rows;  /* per valid (a, b) tap: its packed row at the block's first position */
+    const bp_real *const *wrows; /* per valid (a, b) tap: its packed weights */
+    int nrows;
+    int64_t k2, Cr, chunk;       /* taps along dim 2, reduction channels, reals per channel chunk of a row */
+    int64_t xs, xt;              /* row steps per output position and per tap along dim 2 (not UNIT) */
+    bp_real *y;
+    int64_t ldy, ncols;          /* y position step; valid output channels of the block */
+    const bp_real *bias;         /* NULL: none */
+    bool accumulate;             /* y += instead of y = */
+} fwd_args;
+
+/* Register blocks are written out as named variables (a<p>0, a<p>1) rather
+ * than an array: GCC keeps such arrays on the stack. Unused ones (p >= NB,
+ * a compile-time constant in each instantiation) are dead code. */
+#define REP16(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11) M(12) M(13) M(14) M(15)
+
+#if defined(__AVX512F__) && !defined(BP_REAL_DOUBLE)
+#define VBCAST(s) _mm512_set1_ps(s)
+#elif defined(__AVX512F__)
+#define VBCAST(s) _mm512_set1_pd(s)
+#elif defined(__AVX__) && !defined(BP_REAL_DOUBLE)
+#define VBCAST(s) _mm256_set1_ps(s)
+#elif defined(__AVX__)
+#define VBCAST(s) _mm256_set1_pd(s)
+#else
+static inline vr vbcast(bp_real s)
+{
+    vr v;
+    for (int i = 0; i < VL; i++) v[i] = s;
+    return v;
+}
+#define VBCAST(s) vbcast(s)
+#endif
+
+static inline __attribute__((always_inline)) void fwd_store(const fwd_args *A, int p, int NV, vr v0, vr v1)
+{
+    bp_real *yp = A->y + p * A->ldy;
+    if (A->ncols == NV * VL) {
+        if (A->bias) {
+            v0 += *(const vru *)A->bias;
+            if (NV > 1) v1 += *(const vru *)(A->bias + VL);
+        }
+        if (A->accumulate) {
+            v0 += *(const vru *)yp;
+            if (NV > 1) v1 += *(const vru *)(yp + VL);
+        }
+        *(vru *)yp = v0;
+        if (NV > 1) *(vru *)(yp + VL) = v1;
+        return;
+    }
+    bp_real tmp[2 * VL] __attribute__((aligned(VBYTES)));
+    *(vr *)tmp = v0;
+    *(vr *)(tmp + VL) = v1;
+    for (int64_t j = 0; j < A->ncols; j++) {
+        bp_real t = tmp[j];
+        if (A->bias) t += A->bias[j];
+        if (A->accumulate) t += yp[j];
+        yp[j] = t;
+    }
+}
+
+/* y[p, 0:ncols] (+)= bias + sum_{r, c, ci} x_r[p*s2 + c*d2, ci] * wrows[r][c, ci, :]
+ * for p < NB, where the packed row x_r holds channel chunk q of position j at
+ * rows[r] + q*chunk + j*VL (so a broadcast's address is a constant offset from
+ * one pointer when UNIT, i.e. s2 = d2 = 1). Memory: the weights of the valid
+ * taps (L2-resident), NB + k2 - 1 positions of each packed row, one store per
+ * output. */
+static inline __attribute__((always_inline)) void kfwd(const int NB, const int NV, const bool UNIT, const fwd_args *A)
+{
+    const vr Z = {0};
+#define FDECL(p) vr a##p##0 = Z, a##p##1 = Z;
+    REP16(FDECL)
+#undef FDECL
+    const int64_t xs = UNIT ? VL : A->xs, xt = UNIT ? VL : A->xt, Cr = A->Cr, chunk = A->chunk;
+    for (int r = 0; r < A->nrows; r++) {
+        const vr *w = (const vr *)A->wrows[r];
+        for (int64_t c = 0; c < A->k2; c++) {
+            const bp_real *xq = A->rows[r] + c * xt;
+            for (int64_t ci0 = 0; ci0 < Cr; ci0 += VL, xq += chunk) {
+                const int64_t ncc = Cr - ci0 < VL ? Cr - ci0 : VL;
+                for (int64_t cc = 0; cc < ncc; cc++, w += NV) {
+                    vr w0 = w[0], w1 = NV > 1 ? w[1] : Z;
+#define FSTEP(p)                                  \
+    if (p < NB) {                                 \
+        vr xb = VBCAST(xq[p * xs + cc]);          \
+        VFMA(a##p##0, xb, w0);                    \
+        if (NV > 1) VFMA(a##p##1, xb, w1);        \
+    }
+                    REP16(FSTEP)
+#undef FSTEP
+                }
+            }
+        }
+    }
+#define FSTORE(p) \
+    if (p < NB) fwd_store(A, p, NV, a##p##0, a##p##1);
+    REP16(FSTORE)
+#undef FSTORE
+}
+
+/* One function per (NB, NV, UNIT): inlined into a single switch, the 64
+ * kernels exceed what GCC's register allocator handles well (it spills the
+ * accumulators). Table index: ((NB-1)*2 + NV-1)*2 + UNIT. */
+#define KFWD_FN(N)                                                                              \
+    static void kfwd_##N##_1_0(const fwd_args *A) { kfwd(N, 1, false, A); }                     \
+    static void kfwd_##N##_1_1(const fwd_args *A) { kfwd(N, 1, true, A); }                      \
+    static void kfwd_##N##_2_0(const fwd_args *A) { kfwd(N <= MAXB2 ? N : 1, 2, false, A); }    \
+    static void kfwd_##N##_2_1(const fwd_args *A) { kfwd(N <= MAXB2 ? N : 1, 2, true, A); }
+KFWD_FN(1) KFWD_FN(2) KFWD_FN(3) KFWD_FN(4) KFWD_FN(5) KFWD_FN(6) KFWD_FN(7) KFWD_FN(8)
+KFWD_FN(9) KFWD_FN(10) KFWD_FN(11) KFWD_FN(12) KFWD_FN(13) KFWD_FN(14) KFWD_FN(15) KFWD_FN(16)
+#define KFWD_ROW(N) kfwd_##N##_1_0, kfwd_##N##_1_1, kfwd_##N##_2_0, kfwd_##N##_2_1,
+static void (*const kfwd_table[])(const fwd_args *) = {
+    KFWD_ROW(1) KFWD_ROW(2) KFWD_ROW(3) KFWD_ROW(4) KFWD_ROW(5) KFWD_ROW(6) KFWD_ROW(7) KFWD_ROW(8)
+    KFWD_ROW(9) KFWD_ROW(10) KFWD_ROW(11) KFWD_ROW(12) KFWD_ROW(13) KFWD_ROW(14) KFWD_ROW(15) KFWD_ROW(16)};
+
+/* nb <= MAXB1, and nb <= MAXB2 when nv == 2. */
+static void kfwd_any(int nb, int nv, bool unit, const fwd_args *A)
+{
+    kfwd_table[((nb - 1) * 2 + nv - 1) * 2 + unit](A);
+}
+
+/* Copies input row xrow, channels of group g, into buf as Lp zero-padded
+ * positions (position j is input position j - lo2) by nq chunks of VL
+ * channels, chunk q at buf + q*Lp*VL. */
+static void pack_row(const dconv *D, const bp_real *xrow, int64_t g, bp_real *buf, int64_t Lp, int64_t nq)
+{
+    for (int64_t j = 0; j < Lp; j++) {
+        int64_t i2 = j - D->lo[2];
+        bool in = i2 >= 0 && i2 < D->in[2];
+        const bp_real *src = in ? xrow + i2 * D->ldx + g * D->Cr : NULL;
+        for (int64_t q = 0; q < nq; q++) {
+            bp_real *dst = buf + (q * Lp + j) * VL;
+            int64_t nc = D->Cr - q * VL < VL ? D->Cr - q * VL : VL;
+            if (in && nc == VL) {
+                memcpy(dst, src + q * VL, sizeof(bp_real) * VL);
+            } else {
+                memset(dst, 0, sizeof(bp_real) * VL);
+                if (in) memcpy(dst, src + q * VL, sizeof(bp_real) * (size_t)nc);
+            }
+        }
+    }
+}
+
+/* y (+)= conv(x) (+ bias), as described by D. Parallel over output rows
+ * (b, o0, o1); every output is written by one thread. The input rows a
+ * row of outputs needs (k0*k1 of them, fewer where dims 0/1 fall in the
+ * padding) are used from a zero-padded, channel-chunked copy of
+ * Lp = (out2-1)*s2 + (k2-1)*d2 + 1 positions by ceil(Cr/VL) chunks of VL
+ * reals, which removes both the padding tests and the per-position pointers
+ * from the kernel. Each thread keeps 2*k0*k1 such copies, reusing the ones
+ * the previous output row made (neighbouring rows share k1 - s1 input rows),
+ * so each input row is copied about k0 times per pass. Scratch per thread:
+ * 2*k0*k1*Lp*ceil(Cr/VL)*VL reals plus a few pointers per copy. */
+static bp_status direct_fwd(const dconv *D, bp_real *y, const bp_real *x, const bp_real *bias, bool accumulate)
+{
+    const int64_t items = D->B * D->out[0] * D->out[1], kab = D->k[0] * D->k[1], nslot = 2 * kab;
+    const int64_t Lp = (D->out[2] - 1) * D->s[2] + (D->k[2] - 1) * D->d[2] + 1;
+    const int64_t nq = (D->Cr + VL - 1) / VL, chunk = Lp * VL, rowsz = nq * chunk;
+    const int64_t nbmax = D->Co > VL ? MAXB2 : MAXB1;
+    const int64_t npb = (D->out[2] + nbmax - 1) / nbmax; /* position blocks per row, split evenly */
+    const bool unit = D->s[2] == 1 && D->d[2] == 1;
+    bp_status st = BP_OK;
+#pragma omp parallel
+    {
+        const bp_real **rows = malloc(sizeof(*rows) * (size_t)(2 * kab));
+        const bp_real **wrows = rows ? rows + kab : NULL;
+        int64_t *tab = malloc(sizeof(*tab) * (size_t)(2 * kab + 2 * nslot));
+        int64_t *xkey = tab ? tab + kab : NULL, *skey = tab ? tab + 2 * kab : NULL, *sstamp = skey ? skey + nslot : NULL;
+        bp_real *cache = bp_alloc_aligned(sizeof(bp_real) * (size_t)(nslot * rowsz));
+        bool ok = rows && tab && cache;
+        if (!ok) {
+#pragma omp critical(bp_conv_err)
+            st = BP_ENOMEM;
+        } else {
+            for (int64_t k = 0; k < nslot; k++) skey[k] = -1, sstamp[k] = -1;
+        }
+        int64_t stamp = 0;
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            if (!ok) continue;
+            int64_t o1 = it % D->out[1], t = it / D->out[1], o0 = t % D->out[0], b = t / D->out[0];
+            int nr = 0;
+            for (int64_t a = 0; a < D->k[0]; a++) {
+                int64_t i0 = o0 * D->s[0] - D->lo[0] + a * D->d[0];
+                if (i0 < 0 || i0 >= D->in[0]) continue;
+                for (int64_t bb = 0; bb < D->k[1]; bb++) {
+                    int64_t i1 = o1 * D->s[1] - D->lo[1] + bb * D->d[1];
+                    if (i1 < 0 || i1 >= D->in[1]) continue;
+                    xkey[nr] = (b * D->in[0] + i0) * D->in[1] + i1;
+                    tab[nr++] = a * D->k[1] + bb;
+                }
+            }
+            bp_real *yrow = y + ((b * D->out[0] + o0) * D->out[1] + o1) * D->out[2] * D->ldy;
+            for (int64_t g = 0; g < D->G; g++, stamp++) {
+                /* Find each row's copy, or make it in the least recently used slot. */
+                for (int r = 0; r < nr; r++) {
+                    int64_t key = xkey[r] * D->G + g, hit = -1, old = -1;
+                    for (int64_t k = 0; k < nslot; k++) {
+                        if (skey[k] == key) hit = k;
+                        if (sstamp[k] != stamp && (old < 0 || sstamp[k] < sstamp[old])) old = k;
+                    }
+                    if (hit < 0) {
+                        hit = old;
+                        skey[hit] = key;
+                        pack_row(D, x + xkey[r] * D->in[2] * D->ldx, g, cache + hit * rowsz, Lp, nq);
+                    }
+                    sstamp[hit] = stamp;
+                    rows[r] = cache + hit * rowsz; /* advanced block by block below */
+                }
+                fwd_args A = {.wrows = wrows, .nrows = nr, .k2 = D->k[2], .Cr = D->Cr, .chunk = chunk,
+                              .xs = D->s[2] * VL, .xt = D->d[2] * VL, .ldy = D->ldy, .accumulate = accumulate};
+                for (int64_t pb = 0, p0 = 0; pb < npb; pb++) {
+                    int64_t n = (D->out[2] - p0) / (npb - pb); /* even split of the rest */
+                    A.rows = rows;
+                    for (int64_t blk = 0; blk < D->nblk; blk++) {
+                        int64_t bw = blk_width(D, blk), nv = (bw + VL - 1) / VL;
+                        const bp_real *wb = D->wp + (g * D->nblk + blk) * D->taps * D->Cr * 2 * VL;
+                        for (int r = 0; r < nr; r++) wrows[r] = wb + tab[r] * D->k[2] * D->Cr * nv * VL;
+                        A.y = yrow + p0 * D->ldy + g * D->Co + blk * 2 * VL;
+                        A.ncols = bw;
+                        A.bias = bias ? bias + g * D->Co + blk * 2 * VL : NULL;
+                        kfwd_any((int)n, (int)nv, unit, &A);
+                    }
+                    for (int r = 0; r < nr; r++) rows[r] += n * D->s[2] * VL;
+                    p0 += n;
+                }
+            }
+        }
+        free(rows);
+        free(tab);
+        bp_free_aligned(cache);
+    }
+    return st;
+}
+
+typedef struct dw_args {
+    const bp_real *const *xrows; /* per row: x at the first position of the tap's range, channel ci0 */
+    const bp_real *const *drows; /* per row: dy at the first position, the block's first channel */
+    int nrows;
+    int64_t npos, xs, ds;        /* positions per row; x and dy steps per position */
+    bp_real *acc;                /* packed dw at (tap, ci0): NCI rows of NV vectors */
+} dw_args;
+
+/* acc[ci, :] += sum_{r, n} xrows[r][n*xs + ci] * drows[r][n*ds + (0:NV*VL)] for
+ * ci < NCI. FULL false: the block has fewer than NV*VL channels and dy is read
+ * lane by lane so no read passes the row. Memory per position: NV vectors of
+ * dy and NCI scalars of x, for NCI*NV FMAs. */
+static inline __attribute__((always_inline)) void kdw(const int NCI, const int NV, const bool FULL, int64_t ncols,
+                                                      const dw_args *A)
+{
+    vr *dst = (vr *)A->acc;
+    const vr Z = {0};
+#define DDECL(i) vr a##i##0 = i < NCI ? dst[i * NV] : Z, a##i##1 = i < NCI && NV > 1 ? dst[i * NV + 1] : Z;
+    REP16(DDECL)
+#undef DDECL
+    for (int r = 0; r < A->nrows; r++) {
+        const bp_real *xr = A->xrows[r], *dr = A->drows[r];
+        for (int64_t n = 0; n < A->npos; n++, xr += A->xs, dr += A->ds) {
+            vr d0, d1 = Z;
+            if (FULL) {
+                d0 = *(const vru *)dr;
+                if (NV > 1) d1 = *(const vru *)(dr + VL);
+            } else {
+                bp_real tmp[2 * VL] __attribute__((aligned(VBYTES))) = {0};
+                for (int64_t j = 0; j < ncols; j++) tmp[j] = dr[j];
+                d0 = *(const vr *)tmp;
+                d1 = *(const vr *)(tmp + VL);
+            }
+#define DSTEP(i)                                  \
+    if (i < NCI) {                                \
+        vr xb = VBCAST(xr[i]);                    \
+        VFMA(a##i##0, xb, d0);                    \
+        if (NV > 1) VFMA(a##i##1, xb, d1);        \
+    }
+            REP16(DSTEP)
+#undef DSTEP
+        }
+    }
+#define DSTORE(i)                                 \
+    if (i < NCI) {                                \
+        dst[i * NV] = a##i##0;                    \
+        if (NV > 1) dst[i * NV + 1] = a##i##1;    \
+    }
+    REP16(DSTORE)
+#undef DSTORE
+}
+
+/* One function per (NCI, NV, FULL), as for kfwd. */
+#define KDW_FN(N)                                                                                              \
+    static void kdw_##N##_1_0(int64_t nc, const dw_args *A) { kdw(N, 1, false, nc, A); }                       \
+    static void kdw_##N##_1_1(int64_t nc, const dw_args *A) { kdw(N, 1, true, nc, A); }                        \
+    static void kdw_##N##_2_0(int64_t nc, const dw_args *A) { kdw(N <= MAXB2 ? N : 1, 2, false, nc, A); }      \
+    static void kdw_##N##_2_1(int64_t nc, const dw_args *A) { kdw(N <= MAXB2 ? N : 1, 2, true, nc, A); }
+KDW_FN(1) KDW_FN(2) KDW_FN(3) KDW_FN(4) KDW_FN(5) KDW_FN(6) KDW_FN(7) KDW_FN(8)
+KDW_FN(9) KDW_FN(10) KDW_FN(11) KDW_FN(12) KDW_FN(13) KDW_FN(14) KDW_FN(15) KDW_FN(16)
+#define KDW_ROW(N) kdw_##N##_1_0, kdw_##N##_1_1, kdw_##N##_2_0, kdw_##N##_2_1,
+static void (*const kdw_table[])(int64_t, const dw_args *) = {
+    KDW_ROW(1) KDW_ROW(2) KDW_ROW(3) KDW_ROW(4) KDW_ROW(5) KDW_ROW(6) KDW_ROW(7) KDW_ROW(8)
+    KDW_ROW(9) KDW_ROW(10) KDW_ROW(11) KDW_ROW(12) KDW_ROW(13) KDW_ROW(14) KDW_ROW(15) KDW_ROW(16)};
+
+/* nci <= MAXB1, and nci <= MAXB2 when nv == 2. */
+static void kdw_any(int nci, int nv, bool full, int64_t ncols, const dw_args *A)
+{
+    kdw_table[((nci - 1) * 2 + nv - 1) * 2 + full](ncols, A);
+}
+
+/* dw (taps, Cr, G*Co) += sum over positions of x (x) dy, for the forward
+ * geometry D. Parallel over (b, o0, o1 chunk); each thread sums into its own
+ * packed buffer (the size of wp), added into dw in thread order afterwards,
+ * so the result depends only on the thread count. */
+static bp_status direct_dw(const dconv *D, bp_real *dw, const bp_real *dy, const bp_real *x)
+{
+    /* Work items: (b, o0, a chunk of o1 rows); o1 is chunked so that there
+     * are a few items per thread even for one sample of a Conv2d/Conv1d. */
+    int max_threads = omp_get_max_threads();
+    int64_t planes = D->B * D->out[0], nch = (8 * (int64_t)max_threads + planes - 1) / planes;
+    if (nch > D->out[1]) nch = D->out[1];
+    const int64_t items = planes * nch, bstride = D->taps * D->Cr * 2 * VL;
+    const size_t part = sizeof(bp_real) * (size_t)(D->G * D->nblk * bstride);
+    const int64_t ncb_max = D->Co > VL ? MAXB2 : MAXB1, ncb = (D->Cr + ncb_max - 1) / ncb_max;
+    bp_real **parts = calloc((size_t)max_threads, sizeof *parts);
+    if (!parts) return BP_ENOMEM;
+    bp_status st = BP_OK;
+#pragma omp parallel num_threads(max_threads)
+    {
+        const bp_real **xr = malloc(sizeof(*xr) * (size_t)(2 * D->out[1]));
+        const bp_real **dr = xr ? xr + D->out[1] : NULL;
+        bp_real *acc = bp_alloc_aligned(part);
+        bool ok = xr && acc;
+        if (!ok) {
+#pragma omp critical(bp_conv_err)
+            st = BP_ENOMEM;
+        } else {
+            memset(acc, 0, part);
+        }
+        parts[omp_get_thread_num()] = acc;
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            if (!ok) continue;
+            int64_t ch = it % nch, o0 = (it / nch) % D->out[0], b = it / nch / D->out[0];
+            int64_t o1a = ch * D->out[1] / nch, o1b = (ch + 1) * D->out[1] / nch;
+            for (int64_t a = 0; a < D->k[0]; a++) {
+                int64_t i0 = o0 * D->s[0] - D->lo[0] + a * D->d[0];
+                if (i0 < 0 || i0 >= D->in[0]) continue;
+                for (int64_t bb = 0; bb < D->k[1]; bb++)
+                    for (int64_t c = 0; c < D->k[2]; c++) {
+                        /* positions o2 with 0 <= o2*s2 - lo2 + c*d2 < in2 */
+                        int64_t off = c * D->d[2] - D->lo[2], s2 = D->s[2];
+                        int64_t plo = off >= 0 ? 0 : (-off + s2 - 1) / s2;
+                        int64_t phi = (D->in[2] - 1 - off) < 0 ? -1 : (D->in[2] - 1 - off) / s2;
+                        if (phi > D->out[2] - 1) phi = D->out[2] - 1;
+                        if (phi < plo) continue;
+                        int64_t tap = (a * D->k[1] + bb) * D->k[2] + c;
+                        for (int64_t g = 0; g < D->G; g++) {
+                            int nr = 0;
+                            for (int64_t o1 = o1a; o1 < o1b; o1++) {
+                                int64_t i1 = o1 * D->s[1] - D->lo[1] + bb * D->d[1];
+                                if (i1 < 0 || i1 >= D->in[1]) continue;
+                                xr[nr] = x + (((b * D->in[0] + i0) * D->in[1] + i1) * D->in[2] + plo * s2 + off) * D->ldx +
+                                         g * D->Cr;
+                                dr[nr++] = dy + (((b * D->out[0] + o0) * D->out[1] + o1) * D->out[2] + plo) * D->ldy +
+                                           g * D->Co;
+                            }
+                            if (!nr) continue;
+                            for (int64_t blk = 0; blk < D->nblk; blk++) {
+                                int64_t bw = blk_width(D, blk), nv = (bw + VL - 1) / VL;
+                                bp_real *ab = acc + (g * D->nblk + blk) * bstride + tap * D->Cr * nv * VL;
+                                for (int r = 0; r < nr; r++) dr[r] += blk * 2 * VL;
+                                for (int64_t cb = 0, ci0 = 0; cb < ncb; cb++) {
+                                    int64_t nci = (D->Cr - ci0) / (ncb - cb);
+                                    dw_args A = {.xrows = xr, .drows = dr, .nrows = nr, .npos = phi - plo + 1,
+                                                 .xs = s2 * D->ldx, .ds = D->ldy, .acc = ab + ci0 * nv * VL};
+                                    for (int r = 0; r < nr; r++) xr[r] += ci0;
+                                    kdw_any((int)nci, (int)nv, bw == nv * VL, bw, &A);
+                                    for (int r = 0; r < nr; r++) xr[r] -= ci0;
+                                    ci0 += nci;
+                                }
+                                for (int r = 0; r < nr; r++) dr[r] -= blk * 2 * VL;
+                            }
+                        }
+                    }
+            }
+        }
+        free(xr);
+    }
+    for (int t = 0; t < max_threads; t++) {
+        const bp_real *p = parts[t];
+        if (p && !st)
+            for (int64_t g = 0; g < D->G; g++)
+                for (int64_t blk = 0; blk < D->nblk; blk++) {
+                    int64_t bw = blk_width(D, blk), nvl = (bw + VL - 1) / VL * VL;
+                    const bp_real *src = p + (g * D->nblk + blk) * bstride;
+                    for (int64_t tr = 0; tr < D->taps * D->Cr; tr++, src += nvl) {
+                        bp_real *dst = dw + tr * D->ldy + g * D->Co + blk * 2 * VL;
+                        for (int64_t l = 0; l < bw; l++) dst[l] += src[l];
+                    }
+                }
+        bp_free_aligned(parts[t]);
+    }
+    free(parts);
+    return st;
+}
+
 /* OpenBLAS's own threads inside our OpenMP regions would oversubscribe the
  * cores: run it single-threaded while a region is active. */
 static int blas_threads_off(void)
@@ -261,8 +765,8 @@ static void blas_threads_restore(int prev)
     if (prev != 1) openblas_set_num_threads(prev);
 }
 
-/* y = conv(x, w) + bias; parallel over (sample, tile) pairs. */
-static bp_status conv_forward(const geom *g, bp_real *y, const bp_real *x, const bp_real *w, const bp_real *bias)
+/* y = conv(x, w) + bias by im2col + GEMM; parallel over (sample, tile) pairs. */
+static bp_status conv_forward_gemm(const geom *g, bp_real *y, const bp_real *x, const bp_real *w, const bp_real *bias)
 {
     const int64_t ntiles = (g->Pout + g->P - 1) / g->P, items = g->B * ntiles;
     bp_status st = BP_OK;
@@ -296,19 +800,16 @@ static bp_status conv_forward(const geom *g, bp_real *y, const bp_real *x, const
               : BP_OK;
 }
 
-/* Accumulates dx (if non-NULL), dw (K x Cout, if non-NULL) and dbias from dy.
+/* Accumulates dx (if non-NULL) and dw (K x Cout, if non-NULL) from dy by GEMM + col2im.
  * Parallel over samples, so each thread's col2im writes only its own samples;
  * each thread sums dw in its own buffer, added in thread order at the end. */
-static bp_status conv_backward(const geom *g, bp_real *dx, bp_real *dw, bp_real *dbias, const bp_real *dy,
-                               const bp_real *x, const bp_real *w)
+static bp_status conv_backward_gemm(const geom *g, bp_real *dx, bp_real *dw, const bp_real *dy, const bp_real *x,
+                                    const bp_real *w)
 {
     const int64_t ntiles = (g->Pout + g->P - 1) / g->P;
     const size_t tile_bytes = sizeof(bp_real) * (size_t)(g->P * g->K);
     const size_t dw_bytes = sizeof(bp_real) * (size_t)(g->K * g->Cout);
     bp_status st = BP_OK;
-    if (dbias)
-        for (int64_t r = 0; r < g->B * g->Pout; r++)
-            for (int64_t co = 0; co < g->Cout; co++) dbias[co] += dy[r * g->Cout + co];
     if (!dx && !dw) return BP_OK;
     /* One dw accumulator per thread, summed in thread order after the region. */
     int max_threads = omp_get_max_threads();
@@ -363,6 +864,106 @@ static bp_status conv_backward(const geom *g, bp_real *dx, bp_real *dw, bp_real 
     return st ? bp_fail(st, "conv backward: out of memory for its tiles") : BP_OK;
 }
 
+
+/* The direct kernels cover every stride, dilation, padding and group count;
+ * they pay off once a group has enough output channels to fill some vector
+ * lanes (dw also needs enough input channels, below). dx by the direct kernel needs stride 1 (it is then a plain
+ * correlation of dy); strided dx stays on GEMM + col2im. */
+static bool direct_ok_fwd(const geom *g) { return g->Cog >= DIRECT_MIN_CH; }
+/* The dw kernel keeps (input channel, output vector) pairs in registers; with
+ * fewer than 8 of them its FMA chains wait on each other (4-cycle latency,
+ * 2 per cycle), and GEMM over im2col tiles does better. */
+static bool direct_ok_dw(const geom *g)
+{
+    int64_t nv = g->Cog > VL ? 2 : 1;
+    return direct_ok_fwd(g) && g->Cg * nv >= 8;
+}
+static bool direct_ok_dx(const geom *g)
+{
+    return g->Cg >= DIRECT_MIN_CH && g->s[0] == 1 && g->s[1] == 1 && g->s[2] == 1;
+}
+
+static dconv dconv_forward(const geom *g)
+{
+    dconv D = {.B = g->B, .ldx = g->Cin, .Cr = g->Cg, .ldy = g->Cout, .Co = g->Cog, .G = g->G,
+               .nblk = (g->Cog + 2 * VL - 1) / (2 * VL), .taps = g->k[0] * g->k[1] * g->k[2]};
+    for (int d = 0; d < 3; d++) {
+        D.in[d] = g->in[d], D.out[d] = g->out[d], D.lo[d] = g->lo[d];
+        D.k[d] = g->k[d], D.s[d] = g->s[d], D.d[d] = g->d[d];
+    }
+    return D;
+}
+
+/* dx[i] = sum_t dy[i + lo - t*d] . w[t]^T for stride 1, i.e. a stride-1
+ * correlation of dy with the flipped kernel and low padding (k-1)*d - lo. */
+static dconv dconv_dx(const geom *g)
+{
+    dconv D = {.B = g->B, .ldx = g->Cout, .Cr = g->Cog, .ldy = g->Cin, .Co = g->Cg, .G = g->G,
+               .nblk = (g->Cg + 2 * VL - 1) / (2 * VL), .taps = g->k[0] * g->k[1] * g->k[2]};
+    for (int d = 0; d < 3; d++) {
+        D.in[d] = g->out[d], D.out[d] = g->in[d], D.lo[d] = (g->k[d] - 1) * g->d[d] - g->lo[d];
+        D.k[d] = g->k[d], D.s[d] = 1, D.d[d] = g->d[d];
+    }
+    return D;
+}
+
+static bp_status conv_forward(const geom *g, bp_real *y, const bp_real *x, const bp_real *w, const bp_real *bias)
+{
+    if (!direct_ok_fwd(g)) return conv_forward_gemm(g, y, x, w, bias);
+    dconv D = dconv_forward(g);
+    bp_real *wp = pack_weights(&D, w, g->Cg, g->Cout, false);
+    if (!wp) return bp_fail(BP_ENOMEM, "conv: out of memory for the packed kernel (%lld reals)", (long long)(g->K * g->Cout));
+    D.wp = wp;
+    bp_status st = direct_fwd(&D, y, x, bias, false);
+    bp_free_aligned(wp);
+    return st ? bp_fail(st, "conv: out of memory for the per-thread row buffers") : BP_OK;
+}
+
+/* dbias += sum of dy over samples and positions: one pass over dy, split
+ * into contiguous row ranges per thread, partial sums added in thread order. */
+static bp_status conv_dbias(const geom *g, bp_real *dbias, const bp_real *dy)
+{
+    const int64_t rows = g->B * g->Pout, C = g->Cout, Cs = C + 64; /* Cs: no shared cache lines */
+    int max_threads = omp_get_max_threads();
+    bp_real *part = calloc((size_t)max_threads * (size_t)Cs, sizeof(bp_real));
+    if (!part) return bp_fail(BP_ENOMEM, "conv backward: out of memory for the bias gradient");
+#pragma omp parallel num_threads(max_threads)
+    {
+        bp_real *acc = part + omp_get_thread_num() * Cs;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t co = 0; co < C; co++) acc[co] += dy[r * C + co];
+    }
+    for (int t = 0; t < max_threads; t++)
+        for (int64_t co = 0; co < C; co++) dbias[co] += part[t * Cs + co];
+    free(part);
+    return BP_OK;
+}
+
+/* Accumulates dx, dw (K x Cout) and dbias (each if non-NULL) from dy, each
+ * by the direct kernel where it applies and by GEMM otherwise. */
+static bp_status conv_backward(const geom *g, bp_real *dx, bp_real *dw, bp_real *dbias, const bp_real *dy,
+                               const bp_real *x, const bp_real *w)
+{
+    if (dbias) BP_TRY(conv_dbias(g, dbias, dy));
+    if (dw && direct_ok_dw(g)) {
+        dconv D = dconv_forward(g);
+        if (direct_dw(&D, dw, dy, x)) return bp_fail(BP_ENOMEM, "conv backward: out of memory for the dw buffers");
+        dw = NULL;
+    }
+    if (dx && direct_ok_dx(g)) {
+        dconv D = dconv_dx(g);
+        bp_real *wp = pack_weights(&D, w, g->Cg, g->Cout, true);
+        if (!wp) return bp_fail(BP_ENOMEM, "conv backward: out of memory for the packed kernel");
+        D.wp = wp;
+        bp_status st = direct_fwd(&D, dx, dy, NULL, true);
+        bp_free_aligned(wp);
+        if (st) return bp_fail(st, "conv backward: out of memory for the per-thread row buffers");
+        dx = NULL;
+    }
+    return conv_backward_gemm(g, dx, dw, dy, x, w);
+}
+
 /* ------------------------------------------------------------------ update */
 
 typedef struct conv_ctx {
@@ -407,15 +1008,22 @@ static bp_status conv_update(bp_node *n, bp_tensor *x, bp_tensor **out)
     int yd = 0;
     if (batched) yshape[yd++] = g.B;
     g.Pin = g.Pout = 1;
-    for (int d = 0; d < 3; d++) {
-        g.k[d] = c->kernel_size[d];
-        g.s[d] = c->stride[d];
-        g.d[d] = c->dilation[d];
-        g.in[d] = d < nsp ? x->shape[(batched ? 1 : 0) + d] : 1;
-        BP_TRY(bp_conv_out_size(c, d, g.in[d], &g.out[d], &g.lo[d]));
-        if (d < nsp) yshape[yd++] = g.out[d];
-        g.Pin *= g.in[d];
-        g.Pout *= g.out[d];
+    /* Conv1d/2d occupy the last geometry dims (leading ones of size 1), so the
+     * innermost spatial dim is always the kernels' contiguous row. */
+    for (int e = 0; e < 3; e++) {
+        int d = e - (3 - nsp);
+        g.k[e] = g.s[e] = g.d[e] = g.in[e] = g.out[e] = 1;
+        g.lo[e] = 0;
+        if (d >= 0) {
+            g.k[e] = c->kernel_size[d];
+            g.s[e] = c->stride[d];
+            g.d[e] = c->dilation[d];
+            g.in[e] = x->shape[(batched ? 1 : 0) + d];
+            BP_TRY(bp_conv_out_size(c, d, g.in[e], &g.out[e], &g.lo[e]));
+            yshape[yd++] = g.out[e];
+        }
+        g.Pin *= g.in[e];
+        g.Pout *= g.out[e];
     }
     yshape[yd++] = g.Cout;
     g.K = g.k[0] * g.k[1] * g.k[2] * g.Cg;

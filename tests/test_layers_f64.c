@@ -171,6 +171,15 @@ static void test_conv3d(void **state)
     conv_case(3, 4, 6, &o, 5, xg);
     int64_t xu[4] = {3, 5, 3, 4}; /* one unbatched sample */
     conv_case(3, 4, 6, &o, 4, xu);
+    /* Groups with >= 4 channels per group take the direct kernels: more outputs
+     * than inputs per group, then fewer (the flipped weights of dx differ). */
+    bp_conv_opts gr = bp_conv_defaults();
+    gr.mode = &train;
+    gr.kernel_size[0] = gr.kernel_size[1] = gr.kernel_size[2] = 3;
+    gr.groups = 2;
+    int64_t x8[5] = {1, 3, 3, 4, 8}, x16[5] = {1, 3, 3, 4, 16};
+    conv_case(3, 8, 16, &gr, 5, x8);
+    conv_case(3, 16, 8, &gr, 5, x16);
 }
 
 static void test_conv1d_2d(void **state)

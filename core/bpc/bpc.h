@@ -11,4 +11,5 @@
 #include <bpc/node.h>
 #include <bpc/state.h>
 #include <bpc/delay.h>
+#include <bpc/checkpoint.h>
 #endif

@@ -13,12 +13,29 @@
  * split low = total / 2, high = the rest), "VALID" (no padding), one int for
  * every side, or (low, high) pairs per spatial dim.
  *
- * Computation: OpenBLAS GEMM over tiles of output positions. For each tile of
- * P output positions of one sample, the im2col rows of just that tile
- * (P x K, K = prod(kernel) * C_in / groups) are built and multiplied by the
- * kernel matrix. Workspace bound: each thread holds one P x K tile (P <= 1024,
- * chosen so that the tile stays near 512 KiB), plus, for the weight gradient,
- * one K x C_out accumulator per thread. Never an im2col of the whole batch. */
+ * Computation: two paths, chosen by shape (never by size):
+ * - Direct kernels (channels-last, register-blocked, vectorised over output
+ *   channels) whenever a group has at least 4 output channels: the forward
+ *   pass for every stride, dilation, padding and group count, dw likewise
+ *   when a group also has at least 8 input channels (4 with more than one
+ *   vector of output channels), and dx when every stride is 1 and a group
+ *   has at least 4 input channels.
+ *   Workspace: the kernel packed in blocks of two vectors of output channels,
+ *   groups * K * ceil(C_out/groups / 2V) * 2V reals (V = the vector width in
+ *   reals, 16 floats with AVX-512; for dx the same with C_in and C_out
+ *   swapped), plus per thread 2*k0*k1 zero-padded copies of an input row,
+ *   each Lp x ceil(C_in/groups / V)*V reals (Lp = the padded length of the
+ *   last spatial dim), and for dw one packed accumulator of the kernel's
+ *   packed size per thread.
+ * - Otherwise OpenBLAS GEMM over tiles of output positions. For each tile of
+ *   P output positions of one sample, the im2col rows of just that tile
+ *   (P x K, K = prod(kernel) * C_in / groups) are built and multiplied by the
+ *   kernel matrix. Workspace: each thread holds one P x K tile (P <= 1024,
+ *   chosen so that the tile stays near 512 KiB), plus, for the weight
+ *   gradient, one K x C_out accumulator per thread.
+ * Never an im2col of the whole batch. Results are deterministic for a given
+ * thread count (y and dx do not depend on it; dw is summed per thread, then
+ * in thread order). */
 #ifndef BPC_CONV_H
 #define BPC_CONV_H
 
