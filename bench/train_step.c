@@ -33,7 +33,7 @@ static int measure(int threads, int reps, int batch, int size)
     const int classes = 10;
     int64_t dims[3] = {size, size, size};
     bp_node *net, *opt;
-    check(net_new(&net, dims, 1, classes, 0), "net");
+    check(net_new(&net, NET_FLAT, dims, 1, classes, 0), "net");
     bp_collector *all, *tv;
     check(bp_node_train_vars(net, NULL, &all), "train_vars");
     check(bp_collector_unique(all, &tv), "unique");

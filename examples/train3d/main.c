@@ -55,7 +55,7 @@ static void usage(FILE *f)
             "  --val-split X     with --data: the validation fraction (default 0.2)\n"
             "  --train-size N    synthetic training samples (default 2048)\n"
             "  --val-size N      synthetic held-out samples (default 512)\n"
-            "  --size S          synthetic volume side, a multiple of 4 (default 32)\n"
+            "  --size S          synthetic volume side, a multiple of 8 (default 32)\n"
             "  --resume          continue from DIR/checkpoint.safetensors\n"
             "  --quiet           per-epoch lines only\n"
             "  --help            this text\n\n"
@@ -98,10 +98,10 @@ static int parse_args(int argc, char **argv, options *o)
         fprintf(stderr, "train3d: --optimizer must be adam or sgd, got \"%s\"\n", o->optimizer);
         return 2;
     }
-    if (o->epochs < 1 || o->batch < 2 || o->train_n < 2 || o->val_n < 1 || o->size < 4 || o->size % 4 ||
+    if (o->epochs < 1 || o->batch < 2 || o->train_n < 2 || o->val_n < 1 || o->size < 4 || o->size % 8 ||
         o->threads < 0 || o->lr < 0) {
         fprintf(stderr, "train3d: --epochs >= 1, --batch-size >= 2, --train-size >= 2, --val-size >= 1, "
-                        "--size a multiple of 4, --threads >= 0 and --lr >= 0 are required\n");
+                        "--size a multiple of 8, --threads >= 0 and --lr >= 0 are required\n");
         return 2;
     }
     if (o->lr == 0) o->lr = strcmp(o->optimizer, "adam") ? 0.02 : 0.001;
@@ -305,8 +305,8 @@ static bp_status setup(trainer *t)
     if (o->data) {
         dataset all;
         BP_TRY(data_from_dir(&all, o->data));
-        if (all.dims[0] % 4 || all.dims[1] % 4 || all.dims[2] % 4) {
-            bp_status st = bp_fail(BP_ESHAPE, "%s: volumes of (%lld,%lld,%lld): each side must be a multiple of 4",
+        if (all.dims[0] % 8 || all.dims[1] % 8 || all.dims[2] % 8) {
+            bp_status st = bp_fail(BP_ESHAPE, "%s: volumes of (%lld,%lld,%lld): each side must be a multiple of 8",
                                    o->data, (long long)all.dims[0], (long long)all.dims[1], (long long)all.dims[2]);
             data_free(&all);
             return st;
@@ -317,7 +317,7 @@ static bp_status setup(trainer *t)
         BP_TRY(data_synthetic(&t->train, o->seed, 0, o->train_n, o->size));
         BP_TRY(data_synthetic(&t->val, o->seed, 1000000000LL, o->val_n, o->size));
     }
-    BP_TRY(net_new(&t->net, t->train.dims, t->train.channels, t->train.classes, o->seed));
+    BP_TRY(net_new(&t->net, NET_GLOBAL, t->train.dims, t->train.channels, t->train.classes, o->seed));
     t->steps_per_epoch = t->train.n / o->batch; /* the last partial batch is dropped */
     if (t->steps_per_epoch < 1)
         return bp_fail(BP_EINVAL, "%lld training samples are fewer than one batch of %d", (long long)t->train.n, o->batch);
@@ -444,6 +444,7 @@ static int run(trainer *t)
         double secs = progress_now() - t0, tloss = p.loss_sum / p.seen, tacc = (double)p.correct / p.seen;
         printf("epoch %lld/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f (chance %.3f) | lr %.2e | %.1fs\n",
                (long long)epoch + 1, o->epochs, tloss, tacc, vloss, vacc, chance, lr, secs);
+        fflush(stdout);
         fprintf(metrics, "%lld,%.6f,%.6f,%.6f,%.6f,%.6e,%.3f\n", (long long)epoch + 1, tloss, tacc, vloss, vacc, lr, secs);
         fflush(metrics);
         p = (progress_state){.epoch = epoch + 1, .epoch_shuffle = t->shuffle};
@@ -486,7 +487,7 @@ int main(int argc, char **argv)
            bp_version(), t.o.data ? t.o.data : "synthetic shapes", (long long)t.train.n, (long long)t.val.n,
            (long long)t.train.dims[0], (long long)t.train.dims[1], (long long)t.train.dims[2],
            (long long)t.train.channels, t.train.classes, 100.0 / t.train.classes);
-    printf("model: Conv3d(%lld,16)-BN-ReLU-MaxPool-Conv3d(16,32)-BN-ReLU-MaxPool-Dense; %s lr %g (cosine), "
+    printf("model: 3 x [Conv3d-BN3d-ReLU-MaxPool3d] (%lld->16->32->64), global average pool, Dense; %s lr %g (cosine), "
            "batch %d, %d threads; data ready in %.1fs\n",
            (long long)t.train.channels, t.o.optimizer, t.o.lr, t.o.batch, omp_get_max_threads(), progress_now() - t0);
     signal(SIGINT, on_sigint);

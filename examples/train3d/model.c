@@ -7,7 +7,8 @@
 
 typedef struct net3d {
     bp_node base;
-    bp_node *conv1, *bn1, *pool1, *conv2, *bn2, *pool2, *flat, *fc; /* borrowed: attributes hold them */
+    /* borrowed: the attributes hold them; conv3..pool3 only in NET_GLOBAL */
+    bp_node *conv1, *bn1, *pool1, *conv2, *bn2, *pool2, *conv3, *bn3, *pool3, *gap, *flat, *fc;
 } net3d;
 
 static bp_status net_update(bp_node *n, bp_tensor *x, bp_tensor **out)
@@ -16,10 +17,12 @@ static bp_status net_update(bp_node *n, bp_tensor *x, bp_tensor **out)
     struct {
         bp_node *layer;
         bool bn_relu;
-    } steps[] = {{m->conv1, false}, {m->bn1, true},  {m->pool1, false}, {m->conv2, false},
-                 {m->bn2, true},    {m->pool2, false}, {m->flat, false}, {m->fc, false}};
+    } steps[] = {{m->conv1, false}, {m->bn1, true}, {m->pool1, false}, {m->conv2, false},
+                 {m->bn2, true},    {m->pool2, false}, {m->conv3, false}, {m->bn3, true},
+                 {m->pool3, false}, {m->gap, false}, {m->flat, false}, {m->fc, false}};
     bp_tensor *cur = bp_tensor_retain(x);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        if (!steps[i].layer) continue;
         bp_tensor *next;
         bp_status st = steps[i].bn_relu ? bp_batchnorm_relu_update(steps[i].layer, cur, &next)
                                         : bp_node_update(steps[i].layer, cur, &next);
@@ -44,7 +47,7 @@ static bp_status attach(bp_node *net, const char *attr, bp_status made, bp_node 
     return st;
 }
 
-bp_status net_new(bp_node **out, const int64_t dims[3], int64_t in_ch, int classes, uint64_t seed)
+bp_status net_new(bp_node **out, net_kind kind, const int64_t dims[3], int64_t in_ch, int classes, uint64_t seed)
 {
     bp_mode train = bp_training_mode(1);
     bp_node *n, *l = NULL;
@@ -60,13 +63,26 @@ bp_status net_new(bp_node **out, const int64_t dims[3], int64_t in_ch, int class
     bp_dense_opts dn = bp_dense_defaults();
     dn.mode = &train;
     dn.rng = &rng;
-    int64_t flat = 32 * (dims[0] / 4) * (dims[1] / 4) * (dims[2] / 4);
+    /* BatchNorm keeps 90% of its running statistics per step (BrainPy's default
+     * keeps 99%): with a few hundred steps per run and fast-moving weights, the
+     * slower average lags the weights and evaluation suffers. */
+    bp_batchnorm_opts bo = bp_batchnorm_defaults();
+    bo.momentum = 0.9;
+    int64_t flat = kind == NET_GLOBAL ? 64 : 32 * (dims[0] / 4) * (dims[1] / 4) * (dims[2] / 4);
+    int one[3] = {1, 1, 1};
     bp_status st = attach(n, "conv1", bp_conv3d_new(&l, in_ch, 16, &co), &l, &m->conv1);
-    if (!st) st = attach(n, "bn1", bp_batchnorm3d_new(&l, 16, NULL), &l, &m->bn1);
+    if (!st) st = attach(n, "bn1", bp_batchnorm3d_new(&l, 16, &bo), &l, &m->bn1);
     if (!st) st = attach(n, "pool1", bp_maxpool_new(&l, 3, &po), &l, &m->pool1);
     if (!st) st = attach(n, "conv2", bp_conv3d_new(&l, 16, 32, &co), &l, &m->conv2);
-    if (!st) st = attach(n, "bn2", bp_batchnorm3d_new(&l, 32, NULL), &l, &m->bn2);
+    if (!st) st = attach(n, "bn2", bp_batchnorm3d_new(&l, 32, &bo), &l, &m->bn2);
     if (!st) st = attach(n, "pool2", bp_maxpool_new(&l, 3, &po), &l, &m->pool2);
+    if (!st && kind == NET_GLOBAL) {
+        st = attach(n, "conv3", bp_conv3d_new(&l, 32, 64, &co), &l, &m->conv3);
+        if (!st) st = attach(n, "bn3", bp_batchnorm3d_new(&l, 64, &bo), &l, &m->bn3);
+        /* max over 2^3, then the global average over what is left */
+        if (!st) st = attach(n, "pool3", bp_maxpool_new(&l, 3, &po), &l, &m->pool3);
+        if (!st) st = attach(n, "gap", bp_adaptive_avgpool_new(&l, 3, one, &train, NULL), &l, &m->gap);
+    }
     if (!st) st = attach(n, "flat", bp_flatten_new(&l, 0, -1, &train, NULL), &l, &m->flat);
     if (!st) st = attach(n, "fc", bp_dense_new(&l, flat, classes, &dn), &l, &m->fc);
     if (st) {
