@@ -439,12 +439,18 @@ int main(int argc, char **argv)
                (double)n * 4 / 1e6, wbytes);
 #ifdef BPC_HAVE_DNNL
         dnn d;
-        int dn_ok = o.dnnl && dn_setup(&d, s, &b);
-        if (o.dnnl && !dn_ok) printf("  oneDNN: setup failed, not measured\n");
+        int dn_ok = 0;
 #endif
         for (int ti = 0; ti < o.nthreads; ti++) {
             int t = o.threads[ti];
             omp_set_num_threads(t);
+#ifdef BPC_HAVE_DNNL
+            /* oneDNN fixes its thread partition when a primitive is created: create
+             * them under the thread count they will run with */
+            if (dn_ok) dn_free(&d);
+            dn_ok = o.dnnl && dn_setup(&d, s, &b);
+            if (o.dnnl && !dn_ok) printf("  oneDNN: setup failed, not measured\n");
+#endif
             double bw = t == 1 ? 39.2 : 46.2;
             double ours[N_OPS], dn[N_OPS], tc[2][N_OPS];
             for (int k = 0; k < N_OPS; k++)
