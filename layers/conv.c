@@ -411,17 +411,18 @@ static inline __attribute__((always_inline)) void fwd_store(const fwd_args *A, i
 
 /* y[p, 0:ncols] (+)= bias + sum_{r, c, ci} x_r[p*s2 + c*d2, ci] * wrows[r][c, ci, :]
  * for p < NB, where the packed row x_r holds channel chunk q of position j at
- * rows[r] + q*chunk + j*VL (so a broadcast's address is a constant offset from
- * one pointer when UNIT, i.e. s2 = d2 = 1). Memory: the weights of the valid
- * taps (L2-resident), NB + k2 - 1 positions of each packed row, one store per
- * output. */
-static inline __attribute__((always_inline)) void kfwd(const int NB, const int NV, const bool UNIT, const fwd_args *A)
+ * rows[r] + q*chunk + j*ps (ps: VL, or 1 for a single reduction channel). With
+ * PS = ps known at compile time (s2 = d2 = 1) a broadcast's address is a
+ * constant offset from one pointer; PS = 0 reads the steps from A. Memory: the
+ * weights of the valid taps (L2-resident), NB + k2 - 1 positions of each packed
+ * row, one store per output. */
+static inline __attribute__((always_inline)) void kfwd(const int NB, const int NV, const int PS, const fwd_args *A)
 {
     const vr Z = {0};
 #define FDECL(p) vr a##p##0 = Z, a##p##1 = Z;
     REP16(FDECL)
 #undef FDECL
-    const int64_t xs = UNIT ? VL : A->xs, xt = UNIT ? VL : A->xt, Cr = A->Cr, chunk = A->chunk;
+    const int64_t xs = PS ? PS : A->xs, xt = PS ? PS : A->xt, Cr = A->Cr, chunk = A->chunk;
     for (int r = 0; r < A->nrows; r++) {
         const vr *w = (const vr *)A->wrows[r];
         for (int64_t c = 0; c < A->k2; c++) {
@@ -448,32 +449,44 @@ static inline __attribute__((always_inline)) void kfwd(const int NB, const int N
 #undef FSTORE
 }
 
-/* One function per (NB, NV, UNIT): inlined into a single switch, the 64
- * kernels exceed what GCC's register allocator handles well (it spills the
- * accumulators). Table index: ((NB-1)*2 + NV-1)*2 + UNIT. */
+/* One function per (NB, NV, step mode): inlined into a single switch, the
+ * 96 kernels exceed what GCC's register allocator handles well (it spills the
+ * accumulators). Step mode: 0 runtime steps, 1 PS = VL, 2 PS = 1. Table
+ * index: ((NB-1)*2 + NV-1)*3 + mode. */
 #define KFWD_FN(N)                                                                              \
-    static void kfwd_##N##_1_0(const fwd_args *A) { kfwd(N, 1, false, A); }                     \
-    static void kfwd_##N##_1_1(const fwd_args *A) { kfwd(N, 1, true, A); }                      \
-    static void kfwd_##N##_2_0(const fwd_args *A) { kfwd(N <= MAXB2 ? N : 1, 2, false, A); }    \
-    static void kfwd_##N##_2_1(const fwd_args *A) { kfwd(N <= MAXB2 ? N : 1, 2, true, A); }
+    static void kfwd_##N##_1_0(const fwd_args *A) { kfwd(N, 1, 0, A); }                         \
+    static void kfwd_##N##_1_1(const fwd_args *A) { kfwd(N, 1, VL, A); }                        \
+    static void kfwd_##N##_1_2(const fwd_args *A) { kfwd(N, 1, 1, A); }                         \
+    static void kfwd_##N##_2_0(const fwd_args *A) { kfwd(N <= MAXB2 ? N : 1, 2, 0, A); }        \
+    static void kfwd_##N##_2_1(const fwd_args *A) { kfwd(N <= MAXB2 ? N : 1, 2, VL, A); }       \
+    static void kfwd_##N##_2_2(const fwd_args *A) { kfwd(N <= MAXB2 ? N : 1, 2, 1, A); }
 KFWD_FN(1) KFWD_FN(2) KFWD_FN(3) KFWD_FN(4) KFWD_FN(5) KFWD_FN(6) KFWD_FN(7) KFWD_FN(8)
 KFWD_FN(9) KFWD_FN(10) KFWD_FN(11) KFWD_FN(12) KFWD_FN(13) KFWD_FN(14) KFWD_FN(15) KFWD_FN(16)
-#define KFWD_ROW(N) kfwd_##N##_1_0, kfwd_##N##_1_1, kfwd_##N##_2_0, kfwd_##N##_2_1,
+#define KFWD_ROW(N) kfwd_##N##_1_0, kfwd_##N##_1_1, kfwd_##N##_1_2, kfwd_##N##_2_0, kfwd_##N##_2_1, kfwd_##N##_2_2,
 static void (*const kfwd_table[])(const fwd_args *) = {
     KFWD_ROW(1) KFWD_ROW(2) KFWD_ROW(3) KFWD_ROW(4) KFWD_ROW(5) KFWD_ROW(6) KFWD_ROW(7) KFWD_ROW(8)
     KFWD_ROW(9) KFWD_ROW(10) KFWD_ROW(11) KFWD_ROW(12) KFWD_ROW(13) KFWD_ROW(14) KFWD_ROW(15) KFWD_ROW(16)};
 
 /* nb <= MAXB1, and nb <= MAXB2 when nv == 2. */
-static void kfwd_any(int nb, int nv, bool unit, const fwd_args *A)
+static void kfwd_any(int nb, int nv, int mode, const fwd_args *A)
 {
-    kfwd_table[((nb - 1) * 2 + nv - 1) * 2 + unit](A);
+    kfwd_table[((nb - 1) * 2 + nv - 1) * 3 + mode](A);
 }
 
 /* Copies input row xrow, channels of group g, into buf as Lp zero-padded
  * positions (position j is input position j - lo2) by nq chunks of VL
- * channels, chunk q at buf + q*Lp*VL. */
+ * channels, chunk q at buf + q*Lp*VL; with a single channel (Cr = 1), as Lp
+ * consecutive reals instead, 1/VL of the bytes (a first layer on one-channel
+ * volumes). */
 static void pack_row(const dconv *D, const bp_real *xrow, int64_t g, bp_real *buf, int64_t Lp, int64_t nq)
 {
+    if (D->Cr == 1) {
+        for (int64_t j = 0; j < Lp; j++) {
+            int64_t i2 = j - D->lo[2];
+            buf[j] = i2 >= 0 && i2 < D->in[2] ? xrow[i2 * D->ldx + g] : 0;
+        }
+        return;
+    }
     for (int64_t j = 0; j < Lp; j++) {
         int64_t i2 = j - D->lo[2];
         bool in = i2 >= 0 && i2 < D->in[2];
@@ -505,10 +518,11 @@ static bp_status direct_fwd(const dconv *D, bp_real *y, const bp_real *x, const 
 {
     const int64_t items = D->B * D->out[0] * D->out[1], kab = D->k[0] * D->k[1], nslot = 2 * kab;
     const int64_t Lp = (D->out[2] - 1) * D->s[2] + (D->k[2] - 1) * D->d[2] + 1;
-    const int64_t nq = (D->Cr + VL - 1) / VL, chunk = Lp * VL, rowsz = nq * chunk;
+    const int64_t ps = D->Cr == 1 ? 1 : VL; /* packed step per position, see pack_row */
+    const int64_t nq = (D->Cr + VL - 1) / VL, chunk = Lp * ps, rowsz = (nq * chunk + VL - 1) / VL * VL;
     const int64_t nbmax = D->Co > VL ? MAXB2 : MAXB1;
     const int64_t npb = (D->out[2] + nbmax - 1) / nbmax; /* position blocks per row, split evenly */
-    const bool unit = D->s[2] == 1 && D->d[2] == 1;
+    const int mode = D->s[2] == 1 && D->d[2] == 1 ? (ps == 1 ? 2 : 1) : 0;
     bp_status st = BP_OK;
 #pragma omp parallel
     {
@@ -558,7 +572,7 @@ static bp_status direct_fwd(const dconv *D, bp_real *y, const bp_real *x, const 
                     rows[r] = cache + hit * rowsz; /* advanced block by block below */
                 }
                 fwd_args A = {.wrows = wrows, .nrows = nr, .k2 = D->k[2], .Cr = D->Cr, .chunk = chunk,
-                              .xs = D->s[2] * VL, .xt = D->d[2] * VL, .ldy = D->ldy, .accumulate = accumulate};
+                              .xs = D->s[2] * ps, .xt = D->d[2] * ps, .ldy = D->ldy, .accumulate = accumulate};
                 for (int64_t pb = 0, p0 = 0; pb < npb; pb++) {
                     int64_t n = (D->out[2] - p0) / (npb - pb); /* even split of the rest */
                     A.rows = rows;
@@ -569,9 +583,9 @@ static bp_status direct_fwd(const dconv *D, bp_real *y, const bp_real *x, const 
                         A.y = yrow + p0 * D->ldy + g * D->Co + blk * 2 * VL;
                         A.ncols = bw;
                         A.bias = bias ? bias + g * D->Co + blk * 2 * VL : NULL;
-                        kfwd_any((int)n, (int)nv, unit, &A);
+                        kfwd_any((int)n, (int)nv, mode, &A);
                     }
-                    for (int r = 0; r < nr; r++) rows[r] += n * D->s[2] * VL;
+                    for (int r = 0; r < nr; r++) rows[r] += n * D->s[2] * ps;
                     p0 += n;
                 }
             }
@@ -741,6 +755,156 @@ static bp_status direct_dw(const dconv *D, bp_real *dw, const bp_real *dy, const
                     int64_t bw = blk_width(D, blk), nvl = (bw + VL - 1) / VL * VL;
                     const bp_real *src = p + (g * D->nblk + blk) * bstride;
                     for (int64_t tr = 0; tr < D->taps * D->Cr; tr++, src += nvl) {
+                        bp_real *dst = dw + tr * D->ldy + g * D->Co + blk * 2 * VL;
+                        for (int64_t l = 0; l < bw; l++) dst[l] += src[l];
+                    }
+                }
+        bp_free_aligned(parts[t]);
+    }
+    free(parts);
+    return st;
+}
+
+/* ------------------------------------------- dw for one input channel
+ *
+ * With one input channel per group (a first layer on one-channel volumes)
+ * the kernel above would keep a single (ci, co) accumulator chain per tap and
+ * wait on FMA latency. Here the taps take the place of the input channels:
+ * for one output row, every tap t = (a, b, c) reads the zero-padded input row
+ * of (a, b) at position n*s2 + c*d2, so
+ *   acc[t, :] += sum_n xrow_t[n*s2 + c_t*d2] * dy[n, :]
+ * keeps NT tap accumulators (of NV vectors) in registers against one load of
+ * dy per position. Taps whose row falls in the padding read a zero row. */
+#define REP27(M) REP16(M) M(16) M(17) M(18) M(19) M(20) M(21) M(22) M(23) M(24) M(25) M(26)
+#define MAXT1 (NREGS == 32 ? 27 : 12) /* taps per call, one output vector */
+#define MAXT2 (NREGS == 32 ? 13 : 6)  /* taps per call, two output vectors */
+
+typedef struct dw1_args {
+    const bp_real *const *xt;   /* per tap: its padded row at position c*d2 */
+    const bp_real *dy;          /* the output row at the block's first channel */
+    int64_t npos, s2, ldy, ncols;
+    bp_real *acc;               /* NT consecutive taps of NV vectors */
+} dw1_args;
+
+static inline __attribute__((always_inline)) void kdw1(const int NT, const int NV, const dw1_args *A)
+{
+    vr *dst = (vr *)A->acc;
+    const vr Z = {0};
+#define TDECL(i) vr a##i##0 = i < NT ? dst[i * NV] : Z, a##i##1 = i < NT && NV > 1 ? dst[i * NV + 1] : Z;
+    REP27(TDECL)
+#undef TDECL
+    const bool full = A->ncols == NV * VL;
+    for (int64_t n = 0; n < A->npos; n++) {
+        const bp_real *dr = A->dy + n * A->ldy;
+        vr d0, d1 = Z;
+        if (full) {
+            d0 = *(const vru *)dr;
+            if (NV > 1) d1 = *(const vru *)(dr + VL);
+        } else {
+            bp_real tmp[2 * VL] __attribute__((aligned(VBYTES))) = {0};
+            for (int64_t j = 0; j < A->ncols; j++) tmp[j] = dr[j];
+            d0 = *(const vr *)tmp;
+            d1 = *(const vr *)(tmp + VL);
+        }
+        const int64_t xo = n * A->s2;
+#define TSTEP(i)                                  \
+    if (i < NT) {                                 \
+        vr xb = VBCAST(A->xt[i][xo]);             \
+        VFMA(a##i##0, xb, d0);                    \
+        if (NV > 1) VFMA(a##i##1, xb, d1);        \
+    }
+        REP27(TSTEP)
+#undef TSTEP
+    }
+#define TSTORE(i)                                 \
+    if (i < NT) {                                 \
+        dst[i * NV] = a##i##0;                    \
+        if (NV > 1) dst[i * NV + 1] = a##i##1;    \
+    }
+    REP27(TSTORE)
+#undef TSTORE
+}
+
+#define KDW1_FN(N)                                                                          \
+    static void kdw1_##N##_1(const dw1_args *A) { kdw1(N <= MAXT1 ? N : 1, 1, A); }         \
+    static void kdw1_##N##_2(const dw1_args *A) { kdw1(N <= MAXT2 ? N : 1, 2, A); }
+#define KDW1_ROW(N) kdw1_##N##_1, kdw1_##N##_2,
+#define KDW1_ALL(M) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11) M(12) M(13) M(14) \
+    M(15) M(16) M(17) M(18) M(19) M(20) M(21) M(22) M(23) M(24) M(25) M(26) M(27)
+KDW1_ALL(KDW1_FN)
+static void (*const kdw1_table[])(const dw1_args *) = {KDW1_ALL(KDW1_ROW)};
+
+/* dw (taps, 1, G*Co) += sum over positions of x (x) dy for the forward
+ * geometry D with Cr = 1. Parallel over output rows (b, o0, o1); per-thread
+ * packed sums added in thread order, as in direct_dw. Scratch per thread:
+ * k0*k1 + 1 padded rows of Lp reals. */
+static bp_status direct_dw1(const dconv *D, bp_real *dw, const bp_real *dy, const bp_real *x)
+{
+    int max_threads = omp_get_max_threads();
+    const int64_t items = D->B * D->out[0] * D->out[1], kab = D->k[0] * D->k[1];
+    const int64_t Lp = (D->out[2] - 1) * D->s[2] + (D->k[2] - 1) * D->d[2] + 1, Lps = (Lp + VL - 1) / VL * VL;
+    const int64_t bstride = D->taps * 2 * VL;
+    const size_t part = sizeof(bp_real) * (size_t)(D->G * D->nblk * bstride);
+    bp_real **parts = calloc((size_t)max_threads, sizeof *parts);
+    if (!parts) return BP_ENOMEM;
+    bp_status st = BP_OK;
+#pragma omp parallel num_threads(max_threads)
+    {
+        const bp_real **xt = malloc(sizeof(*xt) * (size_t)D->taps);
+        bp_real *rows = bp_alloc_aligned(sizeof(bp_real) * (size_t)((kab + 1) * Lps));
+        bp_real *acc = bp_alloc_aligned(part);
+        bool ok = xt && rows && acc;
+        if (!ok) {
+#pragma omp critical(bp_conv_err)
+            st = BP_ENOMEM;
+        } else {
+            memset(acc, 0, part);
+            memset(rows + kab * Lps, 0, sizeof(bp_real) * (size_t)Lps); /* the zero row */
+        }
+        parts[omp_get_thread_num()] = acc;
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            if (!ok) continue;
+            int64_t o1 = it % D->out[1], t = it / D->out[1], o0 = t % D->out[0], b = t / D->out[0];
+            const bp_real *dyrow = dy + ((b * D->out[0] + o0) * D->out[1] + o1) * D->out[2] * D->ldy;
+            for (int64_t g = 0; g < D->G; g++) {
+                for (int64_t a = 0; a < D->k[0]; a++)
+                    for (int64_t bb = 0; bb < D->k[1]; bb++) {
+                        int64_t i0 = o0 * D->s[0] - D->lo[0] + a * D->d[0];
+                        int64_t i1 = o1 * D->s[1] - D->lo[1] + bb * D->d[1];
+                        const bp_real *row = rows + kab * Lps; /* padding: the zero row */
+                        if (i0 >= 0 && i0 < D->in[0] && i1 >= 0 && i1 < D->in[1]) {
+                            bp_real *buf = rows + (a * D->k[1] + bb) * Lps;
+                            pack_row(D, x + ((b * D->in[0] + i0) * D->in[1] + i1) * D->in[2] * D->ldx, g, buf, Lp, 1);
+                            row = buf;
+                        }
+                        for (int64_t c = 0; c < D->k[2]; c++) xt[(a * D->k[1] + bb) * D->k[2] + c] = row + c * D->d[2];
+                    }
+                for (int64_t blk = 0; blk < D->nblk; blk++) {
+                    int64_t bw = blk_width(D, blk), nv = (bw + VL - 1) / VL;
+                    int64_t maxt = nv == 1 ? MAXT1 : MAXT2, nch = (D->taps + maxt - 1) / maxt;
+                    bp_real *ab = acc + (g * D->nblk + blk) * bstride;
+                    for (int64_t ch = 0, t0 = 0; ch < nch; ch++) {
+                        int64_t nt = (D->taps - t0) / (nch - ch); /* even split of the rest */
+                        dw1_args A = {.xt = xt + t0, .dy = dyrow + g * D->Co + blk * 2 * VL, .npos = D->out[2],
+                                      .s2 = D->s[2], .ldy = D->ldy, .ncols = bw, .acc = ab + t0 * nv * VL};
+                        kdw1_table[(nt - 1) * 2 + nv - 1](&A);
+                        t0 += nt;
+                    }
+                }
+            }
+        }
+        free(xt);
+        bp_free_aligned(rows);
+    }
+    for (int t = 0; t < max_threads; t++) {
+        const bp_real *p = parts[t];
+        if (p && !st)
+            for (int64_t g = 0; g < D->G; g++)
+                for (int64_t blk = 0; blk < D->nblk; blk++) {
+                    int64_t bw = blk_width(D, blk), nvl = (bw + VL - 1) / VL * VL;
+                    const bp_real *src = p + (g * D->nblk + blk) * bstride;
+                    for (int64_t tr = 0; tr < D->taps; tr++, src += nvl) {
                         bp_real *dst = dw + tr * D->ldy + g * D->Co + blk * 2 * VL;
                         for (int64_t l = 0; l < bw; l++) dst[l] += src[l];
                     }
@@ -946,9 +1110,10 @@ static bp_status conv_backward(const geom *g, bp_real *dx, bp_real *dw, bp_real 
                                const bp_real *x, const bp_real *w)
 {
     if (dbias) BP_TRY(conv_dbias(g, dbias, dy));
-    if (dw && direct_ok_dw(g)) {
+    if (dw && (direct_ok_dw(g) || (g->Cg == 1 && direct_ok_fwd(g)))) {
         dconv D = dconv_forward(g);
-        if (direct_dw(&D, dw, dy, x)) return bp_fail(BP_ENOMEM, "conv backward: out of memory for the dw buffers");
+        if (g->Cg == 1 ? direct_dw1(&D, dw, dy, x) : direct_dw(&D, dw, dy, x))
+            return bp_fail(BP_ENOMEM, "conv backward: out of memory for the dw buffers");
         dw = NULL;
     }
     if (dx && direct_ok_dx(g)) {

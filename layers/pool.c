@@ -131,21 +131,27 @@ static void pool_forward(const pgeom *g, bp_real *y, int32_t *arg, const bp_real
         bp_real *yr = y + r * C;
         const bp_real *xb = x + b * g->in[0] * g->in[1] * g->in[2] * C;
         if (g->kind == POOL_MAX) {
+            /* Start from the box's first element, then a select per element
+             * (no branch, so the channel loop vectorises): x replaces the
+             * running max when it is larger or NaN, and a NaN, once in, stays
+             * (XLA's max propagates NaN). Ties keep the first position. */
             int32_t *ar = arg + r * C;
-            for (int64_t c = 0; c < C; c++) {
-                yr[c] = -INFINITY;
-                ar[c] = -1;
-            }
+            const int64_t first = (b0[0] * g->in[1] + b0[1]) * g->in[2] + b0[2];
+            memcpy(yr, xb + first * C, sizeof(bp_real) * (size_t)C);
+            for (int64_t c = 0; c < C; c++) ar[c] = (int32_t)first;
             for (int64_t i0 = b0[0]; i0 < b1[0]; i0++)
                 for (int64_t i1 = b0[1]; i1 < b1[1]; i1++)
                     for (int64_t i2 = b0[2]; i2 < b1[2]; i2++) {
-                        int64_t pos = (i0 * g->in[1] + i1) * g->in[2] + i2;
-                        const bp_real *xr = xb + pos * C;
-                        for (int64_t c = 0; c < C; c++)
-                            if (ar[c] < 0 || (yr[c] == yr[c] && !(xr[c] <= yr[c]))) { /* a NaN wins and stays, as in XLA's max */
-                                yr[c] = xr[c];
-                                ar[c] = (int32_t)pos;
-                            }
+                        const int32_t pos = (int32_t)((i0 * g->in[1] + i1) * g->in[2] + i2);
+                        const bp_real *restrict xr = xb + (int64_t)pos * C;
+                        bp_real *restrict ym = yr;
+                        int32_t *restrict am = ar;
+                        for (int64_t c = 0; c < C; c++) {
+                            bp_real yv = ym[c], xv = xr[c];
+                            bool take = (yv == yv) & !(xv <= yv);
+                            ym[c] = take ? xv : yv;
+                            am[c] = take ? pos : am[c];
+                        }
                     }
         } else {
             for (int64_t c = 0; c < C; c++) yr[c] = 0;

@@ -189,6 +189,16 @@ static const ccase cases[] = {
     {2, 1, {2, 32}, 16, 16, {3, 3}, {1, 1}, {1, 1}, 1, 0, {0}, {0}},
     /* Conv2d, one input channel (a first layer), 40 positions per row, stride 3 along the row */
     {2, 2, {3, 40}, 1, 24, {3, 3}, {1, 3}, {1, 1}, 1, 0, {0}, {0}},
+    /* one input channel (train3d's first layer): packed single-channel rows, dw with taps as accumulators,
+     * rows of 33 positions (uneven blocks) */
+    {3, 2, {5, 6, 33}, 1, 16, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 0, {0}, {0}},
+    /* one input channel, 40 outputs (a full and a partial output block), dilation 2, asymmetric padding */
+    {3, 1, {4, 3, 11}, 1, 40, {2, 2, 3}, {1, 1, 1}, {1, 1, 2}, 1, 2, {1, 0, 2}, {0, 1, 1}},
+    /* one input channel per group (2 groups of 1 -> 6), stride 2 along the row */
+    {3, 1, {3, 4, 9}, 2, 12, {3, 3, 3}, {1, 1, 2}, {1, 1, 1}, 2, 0, {0}, {0}},
+    /* one input channel, 45 taps: dw in several tap chunks for one and two output vectors */
+    {3, 1, {4, 4, 9}, 1, 16, {3, 3, 5}, {1, 1, 1}, {1, 1, 1}, 1, 0, {0}, {0}},
+    {3, 1, {4, 4, 9}, 1, 32, {3, 3, 5}, {1, 1, 1}, {1, 1, 1}, 1, 0, {0}, {0}},
     /* unbatched Conv3d, the kernel as large as the VALID input: one output position */
     {3, 0, {3, 2, 3}, 6, 9, {3, 2, 3}, {1, 1, 1}, {1, 1, 1}, 1, 1, {0}, {0}},
     /* explicit low padding larger than the dilated kernel span (dx's own padding goes negative) */
