@@ -480,22 +480,30 @@ static void kfwd_any(int nb, int nv, int mode, const fwd_args *A)
  * volumes). */
 static void pack_row(const dconv *D, const bp_real *xrow, int64_t g, bp_real *buf, int64_t Lp, int64_t nq)
 {
+    /* positions [j0, j1) are inside the input, the rest is padding */
+    int64_t j0 = D->lo[2] < 0 ? 0 : D->lo[2], j1 = D->lo[2] + D->in[2];
+    if (j0 > Lp) j0 = Lp;
+    if (j1 > Lp) j1 = Lp;
+    if (j1 < j0) j1 = j0;
     if (D->Cr == 1) {
-        for (int64_t j = 0; j < Lp; j++) {
-            int64_t i2 = j - D->lo[2];
-            buf[j] = i2 >= 0 && i2 < D->in[2] ? xrow[i2 * D->ldx + g] : 0;
-        }
+        const bp_real *src = xrow + g - D->lo[2] * D->ldx;
+        memset(buf, 0, sizeof(bp_real) * (size_t)j0);
+        if (D->ldx == 1)
+            memcpy(buf + j0, src + j0, sizeof(bp_real) * (size_t)(j1 - j0));
+        else
+            for (int64_t j = j0; j < j1; j++) buf[j] = src[j * D->ldx];
+        memset(buf + j1, 0, sizeof(bp_real) * (size_t)(Lp - j1));
         return;
     }
     for (int64_t j = 0; j < Lp; j++) {
         int64_t i2 = j - D->lo[2];
-        bool in = i2 >= 0 && i2 < D->in[2];
+        bool in = j >= j0 && j < j1;
         const bp_real *src = in ? xrow + i2 * D->ldx + g * D->Cr : NULL;
         for (int64_t q = 0; q < nq; q++) {
             bp_real *dst = buf + (q * Lp + j) * VL;
             int64_t nc = D->Cr - q * VL < VL ? D->Cr - q * VL : VL;
             if (in && nc == VL) {
-                memcpy(dst, src + q * VL, sizeof(bp_real) * VL);
+                *(vr *)dst = *(const vru *)(src + q * VL); /* one vector: no call to memcpy */
             } else {
                 memset(dst, 0, sizeof(bp_real) * VL);
                 if (in) memcpy(dst, src + q * VL, sizeof(bp_real) * (size_t)nc);

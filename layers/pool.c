@@ -117,6 +117,19 @@ static double divisor(const pgeom *g, const int64_t *b0, const int64_t *b1)
     return (double)((b1[0] - b0[0]) * (b1[1] - b0[1]) * (b1[2] - b0[2]));
 }
 
+/* One input position of a max window: y[c], arg[c] take x[c], pos where x[c]
+ * is larger or NaN, and a NaN, once in, stays (XLA's max propagates NaN). A
+ * select per element, no branch, so the loop vectorises. */
+static void max_step(int64_t C, bp_real *restrict y, int32_t *restrict arg, const bp_real *restrict x, int32_t pos)
+{
+    for (int64_t c = 0; c < C; c++) {
+        bp_real yv = y[c], xv = x[c];
+        bool take = (yv == yv) & !(xv <= yv);
+        y[c] = take ? xv : yv;
+        arg[c] = take ? pos : arg[c];
+    }
+}
+
 static void pool_forward(const pgeom *g, bp_real *y, int32_t *arg, const bp_real *x)
 {
     const int64_t C = g->C, rows = g->B * g->out[0] * g->out[1] * g->out[2];
@@ -131,10 +144,7 @@ static void pool_forward(const pgeom *g, bp_real *y, int32_t *arg, const bp_real
         bp_real *yr = y + r * C;
         const bp_real *xb = x + b * g->in[0] * g->in[1] * g->in[2] * C;
         if (g->kind == POOL_MAX) {
-            /* Start from the box's first element, then a select per element
-             * (no branch, so the channel loop vectorises): x replaces the
-             * running max when it is larger or NaN, and a NaN, once in, stays
-             * (XLA's max propagates NaN). Ties keep the first position. */
+            /* Start from the box's first element (ties keep the first position). */
             int32_t *ar = arg + r * C;
             const int64_t first = (b0[0] * g->in[1] + b0[1]) * g->in[2] + b0[2];
             memcpy(yr, xb + first * C, sizeof(bp_real) * (size_t)C);
@@ -143,15 +153,7 @@ static void pool_forward(const pgeom *g, bp_real *y, int32_t *arg, const bp_real
                 for (int64_t i1 = b0[1]; i1 < b1[1]; i1++)
                     for (int64_t i2 = b0[2]; i2 < b1[2]; i2++) {
                         const int32_t pos = (int32_t)((i0 * g->in[1] + i1) * g->in[2] + i2);
-                        const bp_real *restrict xr = xb + (int64_t)pos * C;
-                        bp_real *restrict ym = yr;
-                        int32_t *restrict am = ar;
-                        for (int64_t c = 0; c < C; c++) {
-                            bp_real yv = ym[c], xv = xr[c];
-                            bool take = (yv == yv) & !(xv <= yv);
-                            ym[c] = take ? xv : yv;
-                            am[c] = take ? pos : am[c];
-                        }
+                        max_step(C, yr, ar, xb + (int64_t)pos * C, pos);
                     }
         } else {
             for (int64_t c = 0; c < C; c++) yr[c] = 0;
