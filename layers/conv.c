@@ -518,13 +518,16 @@ static void pack_row(const dconv *D, const bp_real *xrow, int64_t g, bp_real *bu
  * padding) are used from a zero-padded, channel-chunked copy of
  * Lp = (out2-1)*s2 + (k2-1)*d2 + 1 positions by ceil(Cr/VL) chunks of VL
  * reals, which removes both the padding tests and the per-position pointers
- * from the kernel. Each thread keeps 2*k0*k1 such copies, reusing the ones
- * the previous output row made (neighbouring rows share k1 - s1 input rows),
- * so each input row is copied about k0 times per pass. Scratch per thread:
- * 2*k0*k1*Lp*ceil(Cr/VL)*VL reals plus a few pointers per copy. */
+ * from the kernel. Each thread keeps S0*S1*G such copies, S_d = (k_d-1)*d_d + 1
+ * (the span of the kernel), the copy of input row (i0, i1) of group g in slot
+ * ((i0 mod S0)*S1 + i1 mod S1)*G + g: the rows one output row needs never
+ * share a slot, and the next output row finds the k1 - s1 rows it shares with
+ * this one still there, so each input row is copied about k0 times per pass.
+ * Scratch per thread: S0*S1*G*Lp*ceil(Cr/VL)*VL reals. */
 static bp_status direct_fwd(const dconv *D, bp_real *y, const bp_real *x, const bp_real *bias, bool accumulate)
 {
-    const int64_t items = D->B * D->out[0] * D->out[1], kab = D->k[0] * D->k[1], nslot = 2 * kab;
+    const int64_t items = D->B * D->out[0] * D->out[1], kab = D->k[0] * D->k[1];
+    const int64_t S0 = (D->k[0] - 1) * D->d[0] + 1, S1 = (D->k[1] - 1) * D->d[1] + 1, nslot = S0 * S1 * D->G;
     const int64_t Lp = (D->out[2] - 1) * D->s[2] + (D->k[2] - 1) * D->d[2] + 1;
     const int64_t ps = D->Cr == 1 ? 1 : VL; /* packed step per position, see pack_row */
     const int64_t nq = (D->Cr + VL - 1) / VL, chunk = Lp * ps, rowsz = (nq * chunk + VL - 1) / VL * VL;
@@ -536,17 +539,16 @@ static bp_status direct_fwd(const dconv *D, bp_real *y, const bp_real *x, const 
     {
         const bp_real **rows = malloc(sizeof(*rows) * (size_t)(2 * kab));
         const bp_real **wrows = rows ? rows + kab : NULL;
-        int64_t *tab = malloc(sizeof(*tab) * (size_t)(2 * kab + 2 * nslot));
-        int64_t *xkey = tab ? tab + kab : NULL, *skey = tab ? tab + 2 * kab : NULL, *sstamp = skey ? skey + nslot : NULL;
+        int64_t *tab = malloc(sizeof(*tab) * (size_t)(3 * kab + nslot));
+        int64_t *xkey = tab ? tab + kab : NULL, *xslot = tab ? tab + 2 * kab : NULL, *skey = tab ? tab + 3 * kab : NULL;
         bp_real *cache = bp_alloc_aligned(sizeof(bp_real) * (size_t)(nslot * rowsz));
         bool ok = rows && tab && cache;
         if (!ok) {
 #pragma omp critical(bp_conv_err)
             st = BP_ENOMEM;
         } else {
-            for (int64_t k = 0; k < nslot; k++) skey[k] = -1, sstamp[k] = -1;
+            for (int64_t k = 0; k < nslot; k++) skey[k] = -1;
         }
-        int64_t stamp = 0;
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++) {
             if (!ok) continue;
@@ -559,25 +561,20 @@ static bp_status direct_fwd(const dconv *D, bp_real *y, const bp_real *x, const 
                     int64_t i1 = o1 * D->s[1] - D->lo[1] + bb * D->d[1];
                     if (i1 < 0 || i1 >= D->in[1]) continue;
                     xkey[nr] = (b * D->in[0] + i0) * D->in[1] + i1;
+                    xslot[nr] = ((i0 % S0) * S1 + i1 % S1) * D->G;
                     tab[nr++] = a * D->k[1] + bb;
                 }
             }
             bp_real *yrow = y + ((b * D->out[0] + o0) * D->out[1] + o1) * D->out[2] * D->ldy;
-            for (int64_t g = 0; g < D->G; g++, stamp++) {
-                /* Find each row's copy, or make it in the least recently used slot. */
+            for (int64_t g = 0; g < D->G; g++) {
+                /* Each row's copy is in its slot, or is made there now. */
                 for (int r = 0; r < nr; r++) {
-                    int64_t key = xkey[r] * D->G + g, hit = -1, old = -1;
-                    for (int64_t k = 0; k < nslot; k++) {
-                        if (skey[k] == key) hit = k;
-                        if (sstamp[k] != stamp && (old < 0 || sstamp[k] < sstamp[old])) old = k;
+                    int64_t slot = xslot[r] + g;
+                    if (skey[slot] != xkey[r]) {
+                        skey[slot] = xkey[r];
+                        pack_row(D, x + xkey[r] * D->in[2] * D->ldx, g, cache + slot * rowsz, Lp, nq);
                     }
-                    if (hit < 0) {
-                        hit = old;
-                        skey[hit] = key;
-                        pack_row(D, x + xkey[r] * D->in[2] * D->ldx, g, cache + hit * rowsz, Lp, nq);
-                    }
-                    sstamp[hit] = stamp;
-                    rows[r] = cache + hit * rowsz; /* advanced block by block below */
+                    rows[r] = cache + slot * rowsz; /* advanced block by block below */
                 }
                 fwd_args A = {.wrows = wrows, .nrows = nr, .k2 = D->k[2], .Cr = D->Cr, .chunk = chunk,
                               .xs = D->s[2] * ps, .xt = D->d[2] * ps, .ldy = D->ldy, .accumulate = accumulate};
