@@ -117,12 +117,13 @@ static double divisor(const pgeom *g, const int64_t *b0, const int64_t *b1)
     return (double)((b1[0] - b0[0]) * (b1[1] - b0[1]) * (b1[2] - b0[2]));
 }
 
-/* One input position of a max window: y[c], arg[c] take x[c], pos where x[c]
- * is larger or NaN, and a NaN, once in, stays (XLA's max propagates NaN). A
- * select per element, no branch, so the loop vectorises. */
-static void max_step(int64_t C, bp_real *restrict y, int32_t *restrict arg, const bp_real *restrict x, int32_t pos)
+/* One input position of a max window, channels [0, n): y[c], arg[c] take
+ * x[c], pos where x[c] is larger or NaN, and a NaN, once in, stays (XLA's max
+ * propagates NaN). A select per element, no branch, so the loop vectorises. */
+static inline __attribute__((always_inline)) void max_step(int64_t n, bp_real *restrict y, int32_t *restrict arg,
+                                                           const bp_real *restrict x, int32_t pos)
 {
-    for (int64_t c = 0; c < C; c++) {
+    for (int64_t c = 0; c < n; c++) {
         bp_real yv = y[c], xv = x[c];
         bool take = (yv == yv) & !(xv <= yv);
         y[c] = take ? xv : yv;
@@ -130,32 +131,97 @@ static void max_step(int64_t C, bp_real *restrict y, int32_t *restrict arg, cons
     }
 }
 
+/* Vectors of 64 bytes over channels, and a flat-position vector of as many
+ * lanes with the element width of the comparison masks. */
+#if defined(BP_REAL_DOUBLE)
+typedef int64_t pidx;
+#else
+typedef int32_t pidx;
+#endif
+#define PVL ((int)(64 / sizeof(bp_real)))
+typedef bp_real pvr __attribute__((vector_size(64)));
+typedef bp_real pvru __attribute__((vector_size(64), aligned(sizeof(bp_real)), may_alias));
+typedef pidx pvi __attribute__((vector_size(64)));
+
+/* arg <-> position vectors: one plain copy when the lanes are int32 (float). */
+static inline pvi load_idx(const int32_t *a)
+{
+    pvi v;
+    if (sizeof(pidx) == sizeof(int32_t))
+        memcpy(&v, a, sizeof v);
+    else
+        for (int j = 0; j < PVL; j++) v[j] = a[j];
+    return v;
+}
+
+static inline void store_idx(int32_t *a, pvi v)
+{
+    if (sizeof(pidx) == sizeof(int32_t))
+        memcpy(a, &v, sizeof v);
+    else
+        for (int j = 0; j < PVL; j++) a[j] = (int32_t)v[j];
+}
+
+/* Max pooling of one output row (windows [b0, b1) along dims 0 and 1): y and
+ * arg of every window start from its first element (ties keep the first),
+ * then each input row of the windows is read once, front to back, and folds
+ * into the outputs it covers. Reading rows whole keeps the hardware
+ * prefetchers streaming (window by window, each 2-position read would start
+ * a new stream); full runs of PVL channels go through registers. */
+static void max_row(const pgeom *g, const int64_t *b0, const int64_t *b1, const bp_real *xb, bp_real *y, int32_t *arg)
+{
+    const int64_t C = g->C, c_full = C / PVL * PVL;
+    for (int64_t i0 = b0[0]; i0 < b1[0]; i0++)
+        for (int64_t i1 = b0[1]; i1 < b1[1]; i1++) {
+            const int64_t row = (i0 * g->in[1] + i1) * g->in[2];
+            const bool first_row = i0 == b0[0] && i1 == b0[1];
+            for (int64_t o2 = 0; o2 < g->out[2]; o2++) {
+                int64_t lo2, hi2;
+                box(g, 2, o2, &lo2, &hi2);
+                bp_real *yo = y + o2 * C;
+                int32_t *ao = arg + o2 * C;
+                if (first_row) { /* the window's first element starts it */
+                    memcpy(yo, xb + (row + lo2) * C, sizeof(bp_real) * (size_t)C);
+                    for (int64_t c = 0; c < C; c++) ao[c] = (int32_t)(row + lo2);
+                }
+                for (int64_t c0 = 0; c0 < c_full; c0 += PVL) {
+                    pvr m = *(const pvru *)(yo + c0);
+                    pvi a = load_idx(ao + c0);
+                    for (int64_t i2 = lo2 + first_row; i2 < hi2; i2++) {
+                        pvr xv = *(const pvru *)(xb + (row + i2) * C + c0);
+                        pvi take = (m == m) & ~(xv <= m);
+                        m = (pvr)(((pvi)xv & take) | ((pvi)m & ~take));
+                        a = ((pidx)(row + i2) & take) | (a & ~take);
+                    }
+                    *(pvru *)(yo + c0) = m;
+                    store_idx(ao + c0, a);
+                }
+                for (int64_t i2 = lo2 + first_row; i2 < hi2 && c_full < C; i2++)
+                    max_step(C - c_full, yo + c_full, ao + c_full, xb + (row + i2) * C + c_full, (int32_t)(row + i2));
+            }
+        }
+}
+
+/* Parallel over output rows (b, o0, o1): the box along dims 0 and 1 is
+ * worked out once per row, and the C-vector loops run with no division in
+ * them. */
 static void pool_forward(const pgeom *g, bp_real *y, int32_t *arg, const bp_real *x)
 {
-    const int64_t C = g->C, rows = g->B * g->out[0] * g->out[1] * g->out[2];
+    const int64_t C = g->C, rows = g->B * g->out[0] * g->out[1];
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
-        int64_t o2 = r % g->out[2], t = r / g->out[2], o1 = t % g->out[1], t2 = t / g->out[1];
-        int64_t o0 = t2 % g->out[0], b = t2 / g->out[0];
+        int64_t o1 = r % g->out[1], t = r / g->out[1], o0 = t % g->out[0], b = t / g->out[0];
         int64_t b0[3], b1[3];
         box(g, 0, o0, &b0[0], &b1[0]);
         box(g, 1, o1, &b0[1], &b1[1]);
-        box(g, 2, o2, &b0[2], &b1[2]);
-        bp_real *yr = y + r * C;
         const bp_real *xb = x + b * g->in[0] * g->in[1] * g->in[2] * C;
         if (g->kind == POOL_MAX) {
-            /* Start from the box's first element (ties keep the first position). */
-            int32_t *ar = arg + r * C;
-            const int64_t first = (b0[0] * g->in[1] + b0[1]) * g->in[2] + b0[2];
-            memcpy(yr, xb + first * C, sizeof(bp_real) * (size_t)C);
-            for (int64_t c = 0; c < C; c++) ar[c] = (int32_t)first;
-            for (int64_t i0 = b0[0]; i0 < b1[0]; i0++)
-                for (int64_t i1 = b0[1]; i1 < b1[1]; i1++)
-                    for (int64_t i2 = b0[2]; i2 < b1[2]; i2++) {
-                        const int32_t pos = (int32_t)((i0 * g->in[1] + i1) * g->in[2] + i2);
-                        max_step(C, yr, ar, xb + (int64_t)pos * C, pos);
-                    }
-        } else {
+            max_row(g, b0, b1, xb, y + r * g->out[2] * C, arg + r * g->out[2] * C);
+            continue;
+        }
+        for (int64_t o2 = 0; o2 < g->out[2]; o2++) {
+            box(g, 2, o2, &b0[2], &b1[2]);
+            bp_real *yr = y + (r * g->out[2] + o2) * C;
             for (int64_t c = 0; c < C; c++) yr[c] = 0;
             for (int64_t i0 = b0[0]; i0 < b1[0]; i0++)
                 for (int64_t i1 = b0[1]; i1 < b1[1]; i1++)

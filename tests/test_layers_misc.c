@@ -2,6 +2,7 @@
  * path of Conv, pooling, Dense, Flatten, Dropout, activations and Sequential;
  * small hand-worked forward values. */
 #include "bp_test.h"
+#include <stdlib.h>
 #include <bpc/bpc.h>
 #include <bpc/autograd.h>
 #include <bpc/conv.h>
@@ -175,6 +176,84 @@ static void test_pool_hand_worked_and_errors(void **state)
     BP_EXPECT_ERR(bp_adaptive_avgpool_new(&n, 3, (int[3]){1, 0, 1}, NULL, NULL), BP_EINVAL, "target_size[1] must be >= 1");
 }
 
+/* Max pooling against a brute-force float64 reference on 19 channels (a full
+ * run of vector lanes plus a 3-channel tail), overlapping windows with
+ * padding, ties (the first position of a window wins the gradient) and NaNs
+ * in both parts (they come out and take the gradient). */
+static void test_maxpool_brute_force(void **state)
+{
+    (void)state;
+    enum { B = 2, I0 = 5, I1 = 4, I2 = 7, C = 19 };
+    const int k[3] = {3, 2, 3}, st[3] = {2, 1, 2}, lo[3] = {1, 0, 1}, hi[3] = {1, 1, 1};
+    bp_mode train = bp_training_mode(B);
+    bp_pool_opts po = {.kernel_size = {k[0], k[1], k[2]}, .stride = {st[0], st[1], st[2]},
+                       .pad_lo = {lo[0], lo[1], lo[2]}, .pad_hi = {hi[0], hi[1], hi[2]}, .mode = &train};
+    bp_node *n;
+    BP_OK_OR_FAIL(bp_maxpool_new(&n, 3, &po));
+    int64_t xs[5] = {B, I0, I1, I2, C};
+    bp_tensor *x, *gx, *y;
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, xs));
+    BP_OK_OR_FAIL(bp_tensor_new(&gx, BP_REAL_DTYPE, 5, xs));
+    unsigned seed = 11;
+    for (int64_t i = 0; i < x->numel; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        bp_tensor_set(x, i, (double)(seed >> 28)); /* 16 values: many ties */
+    }
+    const int64_t nan_at[3] = {(((0 * I0 + 2) * I1 + 1) * I2 + 3) * C + 5, (((1 * I0 + 4) * I1 + 3) * I2 + 6) * C + 17,
+                               (((1 * I0 + 0) * I1 + 0) * I2 + 0) * C + 0};
+    for (int i = 0; i < 3; i++) bp_tensor_set(x, nan_at[i], NAN);
+    BP_OK_OR_FAIL(bp_ag_make_leaf(x, gx));
+    BP_OK_OR_FAIL(bp_node_update(n, x, &y));
+    int64_t O[3];
+    const int64_t I[3] = {I0, I1, I2};
+    for (int d = 0; d < 3; d++) O[d] = (I[d] + lo[d] + hi[d] - k[d]) / st[d] + 1;
+    int64_t ys[5] = {B, O[0], O[1], O[2], C};
+    assert_true(bp_tensor_has_shape(y, 5, ys));
+    bp_tensor *dy;
+    BP_OK_OR_FAIL(bp_tensor_new(&dy, BP_REAL_DTYPE, 5, ys));
+    for (int64_t i = 0; i < dy->numel; i++) bp_tensor_set(dy, i, 1 + (double)(i % 7));
+    double *want_dx = calloc((size_t)x->numel, sizeof(double));
+    int64_t q = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t o0 = 0; o0 < O[0]; o0++)
+            for (int64_t o1 = 0; o1 < O[1]; o1++)
+                for (int64_t o2 = 0; o2 < O[2]; o2++)
+                    for (int64_t c = 0; c < C; c++, q++) {
+                        double best = 0;
+                        int64_t at = -1;
+                        const int64_t o[3] = {o0, o1, o2};
+                        int64_t i[3];
+                        for (int64_t a0 = 0; a0 < k[0]; a0++)
+                            for (int64_t a1 = 0; a1 < k[1]; a1++)
+                                for (int64_t a2 = 0; a2 < k[2]; a2++) {
+                                    const int64_t a[3] = {a0, a1, a2};
+                                    bool in = true;
+                                    for (int d = 0; d < 3; d++) {
+                                        i[d] = o[d] * st[d] - lo[d] + a[d];
+                                        in = in && i[d] >= 0 && i[d] < I[d];
+                                    }
+                                    if (!in) continue;
+                                    int64_t idx = (((b * I0 + i[0]) * I1 + i[1]) * I2 + i[2]) * C + c;
+                                    double v = bp_tensor_get(x, idx);
+                                    if (at < 0 || (!isnan(best) && (isnan(v) || v > best))) best = v, at = idx;
+                                }
+                        double got = bp_tensor_get(y, q);
+                        if (isnan(best) ? !isnan(got) : got != best)
+                            fail_msg("y[%lld] = %g, expected %g", (long long)q, got, best);
+                        want_dx[at] += bp_tensor_get(dy, q);
+                    }
+    BP_OK_OR_FAIL(bp_backward_with(y, dy));
+    for (int64_t i = 0; i < x->numel; i++)
+        if (bp_tensor_get(gx, i) != want_dx[i])
+            fail_msg("dx[%lld] = %g, expected %g", (long long)i, bp_tensor_get(gx, i), want_dx[i]);
+    free(want_dx);
+    bp_tensor_free(dy);
+    bp_tensor_free(y);
+    bp_tensor_free(gx);
+    bp_tensor_free(x);
+    bp_node_free(n);
+}
+
 static void test_dense_flatten_dropout_activations(void **state)
 {
     (void)state;
@@ -304,6 +383,7 @@ int main(void)
         cmocka_unit_test_setup(test_conv_vars_and_errors, setup),
         cmocka_unit_test_setup(test_conv_hand_worked, setup),
         cmocka_unit_test_setup(test_pool_hand_worked_and_errors, setup),
+        cmocka_unit_test_setup(test_maxpool_brute_force, setup),
         cmocka_unit_test_setup(test_dense_flatten_dropout_activations, setup),
         cmocka_unit_test_setup(test_sequential_tree, setup),
     };
