@@ -305,10 +305,13 @@ static void add_into(bp_tensor *dst, const bp_tensor *src)
 }
 
 /* The buffer where gradient for tensor t accumulates, or NULL if none is
- * wanted. Allocates a recorded node's gout on first use. */
-static bp_status grad_slot(bp_tensor *t, bp_tensor **slot, const char *who, int idx)
+ * wanted. Allocates a recorded node's gout on first use: zeroed, or, when
+ * the consuming op overwrites it (may_skip_zero), uninitialised and *fresh
+ * set. */
+static bp_status grad_slot(bp_tensor *t, bp_tensor **slot, const char *who, int idx, bool may_skip_zero, bool *fresh)
 {
     *slot = NULL;
+    *fresh = false;
     if (!t->requires_grad) return BP_OK;
     if (t->grad_node == RELEASED)
         return bp_fail(BP_ESTATE,
@@ -319,9 +322,25 @@ static bp_status grad_slot(bp_tensor *t, bp_tensor **slot, const char *who, int 
         return BP_OK;
     }
     bp_ag_node *nd = t->grad_node;
-    if (!nd->gout) BP_TRY(bp_ag_zeros(&nd->gout, t->ndim, t->shape));
+    if (!nd->gout) {
+        if (may_skip_zero) {
+            BP_TRY(bp_ag_empty(&nd->gout, t->ndim, t->shape));
+            *fresh = true;
+        } else {
+            BP_TRY(bp_ag_zeros(&nd->gout, t->ndim, t->shape));
+        }
+    }
     *slot = nd->gout;
     return BP_OK;
+}
+
+/* True if input j of nd is also another of its inputs (x*x): its gradient
+ * buffer is then shared, and must start zeroed. */
+static bool input_repeated(const bp_ag_node *nd, int j)
+{
+    for (int k = 0; k < nd->n_in; k++)
+        if (k != j && nd->in[k] == nd->in[j]) return true;
+    return false;
 }
 
 static bp_status check_root(bp_tensor *out, const bp_tensor *dy, int k)
@@ -354,7 +373,8 @@ static bp_status run_backward(int n, bp_tensor *const *outs, const bp_tensor *co
     bool any_node = false;
     for (int k = 0; k < n && !st; k++) {
         bp_tensor *slot = NULL;
-        st = grad_slot(outs[k], &slot, "root", k);
+        bool fresh;
+        st = grad_slot(outs[k], &slot, "root", k, false, &fresh);
         if (st) break;
         const bp_tensor *dy = dys ? dys[k] : NULL;
         if (dy) {
@@ -374,9 +394,12 @@ static bp_status run_backward(int n, bp_tensor *const *outs, const bp_tensor *co
         bp_ag_node *nd = tp->nodes[i];
         if (!nd->gout) continue; /* nothing flows through this node */
         bp_tensor *din[BP_AG_MAX_INPUTS];
-        for (int j = 0; j < nd->n_in && !st; j++) st = grad_slot(nd->in[j], &din[j], nd->op->name, j);
+        bool fresh[BP_AG_MAX_INPUTS];
+        for (int j = 0; j < nd->n_in && !st; j++)
+            st = grad_slot(nd->in[j], &din[j], nd->op->name, j, nd->op->overwrites_fresh && !input_repeated(nd, j),
+                           &fresh[j]);
         if (st) break;
-        bp_ag_backward_args a = {nd->ctx, nd->out, nd->gout, nd->n_in, nd->in, din};
+        bp_ag_backward_args a = {nd->ctx, nd->out, nd->gout, nd->n_in, nd->in, din, fresh};
         st = nd->op->backward(&a);
         bp__pool_drop(nd->gout);
         nd->gout = NULL;

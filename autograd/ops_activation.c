@@ -17,7 +17,7 @@ static bp_status relu_backward(const bp_ag_backward_args *g)
     BP__EACH(g->dout->numel, if (x[i] > 0) da[i] += dy[i];);
     return BP_OK;
 }
-static const bp_ag_op relu_op = {"relu", relu_backward, NULL};
+static const bp_ag_op relu_op = {.name = "relu", .backward = relu_backward};
 
 bp_status bp_relu(bp_tensor **out, bp_tensor *a)
 {
@@ -42,7 +42,7 @@ static bp_status leaky_relu_backward(const bp_ag_backward_args *g)
     BP__EACH(g->dout->numel, da[i] += x[i] > 0 ? dy[i] : s * dy[i];);
     return BP_OK;
 }
-static const bp_ag_op leaky_relu_op = {"leaky_relu", leaky_relu_backward, NULL};
+static const bp_ag_op leaky_relu_op = {.name = "leaky_relu", .backward = leaky_relu_backward};
 
 bp_status bp_leaky_relu(bp_tensor **out, bp_tensor *a, double slope)
 {
@@ -64,7 +64,7 @@ static bp_status sigmoid_backward(const bp_ag_backward_args *g)
     BP__EACH(g->dout->numel, da[i] += dy[i] * y[i] * (1 - y[i]););
     return BP_OK;
 }
-static const bp_ag_op sigmoid_op = {"sigmoid", sigmoid_backward, NULL};
+static const bp_ag_op sigmoid_op = {.name = "sigmoid", .backward = sigmoid_backward};
 
 bp_status bp_sigmoid(bp_tensor **out, bp_tensor *a)
 {
@@ -89,7 +89,7 @@ static bp_status tanh_backward(const bp_ag_backward_args *g)
     BP__EACH(g->dout->numel, da[i] += dy[i] * (1 - y[i] * y[i]););
     return BP_OK;
 }
-static const bp_ag_op tanh_op = {"tanh", tanh_backward, NULL};
+static const bp_ag_op tanh_op = {.name = "tanh", .backward = tanh_backward};
 
 bp_status bp_tanh(bp_tensor **out, bp_tensor *a)
 {
@@ -118,7 +118,7 @@ static bp_status gelu_backward(const bp_ag_backward_args *g)
     });
     return BP_OK;
 }
-static const bp_ag_op gelu_op = {"gelu", gelu_backward, NULL};
+static const bp_ag_op gelu_op = {.name = "gelu", .backward = gelu_backward};
 
 bp_status bp_gelu(bp_tensor **out, bp_tensor *a)
 {
@@ -156,7 +156,7 @@ static bp_status softmax_backward(const bp_ag_backward_args *g)
     }
     return BP_OK;
 }
-static const bp_ag_op softmax_op = {"softmax", softmax_backward, NULL};
+static const bp_ag_op softmax_op = {.name = "softmax", .backward = softmax_backward};
 
 bp_status bp_softmax(bp_tensor **out, bp_tensor *a)
 {
@@ -191,7 +191,7 @@ static bp_status log_softmax_backward(const bp_ag_backward_args *g)
     }
     return BP_OK;
 }
-static const bp_ag_op log_softmax_op = {"log_softmax", log_softmax_backward, NULL};
+static const bp_ag_op log_softmax_op = {.name = "log_softmax", .backward = log_softmax_backward};
 
 bp_status bp_log_softmax(bp_tensor **out, bp_tensor *a)
 {
@@ -226,7 +226,7 @@ static bp_status dropout_backward(const bp_ag_backward_args *g)
     BP__EACH(g->dout->numel, da[i] += dy[i] * m[i];);
     return BP_OK;
 }
-static const bp_ag_op dropout_op = {"dropout", dropout_backward, dropout_release};
+static const bp_ag_op dropout_op = {.name = "dropout", .backward = dropout_backward, .release = dropout_release};
 
 bp_status bp_dropout(bp_tensor **out, bp_tensor *x, double p, bool training, bp_rng *rng)
 {

@@ -81,7 +81,7 @@ static bp_status add_backward(const bp_ag_backward_args *g)
     if (g->din[1]) { bp_real *db = g->din[1]->data; BCAST_INTO(s, s.nb, db[ib] += dy[i];); }
     return BP_OK;
 }
-static const bp_ag_op add_op = {"add", add_backward, NULL};
+static const bp_ag_op add_op = {.name = "add", .backward = add_backward};
 
 bp_status bp_add(bp_tensor **out, bp_tensor *a, bp_tensor *b)
 {
@@ -103,7 +103,7 @@ static bp_status sub_backward(const bp_ag_backward_args *g)
     if (g->din[1]) { bp_real *db = g->din[1]->data; BCAST_INTO(s, s.nb, db[ib] -= dy[i];); }
     return BP_OK;
 }
-static const bp_ag_op sub_op = {"sub", sub_backward, NULL};
+static const bp_ag_op sub_op = {.name = "sub", .backward = sub_backward};
 
 bp_status bp_sub(bp_tensor **out, bp_tensor *a, bp_tensor *b)
 {
@@ -126,7 +126,7 @@ static bp_status mul_backward(const bp_ag_backward_args *g)
     if (g->din[1]) { bp_real *db = g->din[1]->data; BCAST_INTO(s, s.nb, db[ib] += dy[i] * x[ia];); }
     return BP_OK;
 }
-static const bp_ag_op mul_op = {"mul", mul_backward, NULL};
+static const bp_ag_op mul_op = {.name = "mul", .backward = mul_backward};
 
 bp_status bp_mul(bp_tensor **out, bp_tensor *a, bp_tensor *b)
 {
@@ -152,7 +152,7 @@ static bp_status div_backward(const bp_ag_backward_args *g)
     }
     return BP_OK;
 }
-static const bp_ag_op div_op = {"div", div_backward, NULL};
+static const bp_ag_op div_op = {.name = "div", .backward = div_backward};
 
 bp_status bp_div(bp_tensor **out, bp_tensor *a, bp_tensor *b)
 {
@@ -177,7 +177,7 @@ static bp_status add_scalar_backward(const bp_ag_backward_args *g)
     BP__EACH(g->dout->numel, da[i] += dy[i];);
     return BP_OK;
 }
-static const bp_ag_op add_scalar_op = {"add_scalar", add_scalar_backward, NULL};
+static const bp_ag_op add_scalar_op = {.name = "add_scalar", .backward = add_scalar_backward};
 
 bp_status bp_add_scalar(bp_tensor **out, bp_tensor *a, double s)
 {
@@ -195,7 +195,7 @@ static bp_status mul_scalar_backward(const bp_ag_backward_args *g)
     BP__EACH(g->dout->numel, da[i] += dy[i] * v;);
     return BP_OK;
 }
-static const bp_ag_op mul_scalar_op = {"mul_scalar", mul_scalar_backward, NULL};
+static const bp_ag_op mul_scalar_op = {.name = "mul_scalar", .backward = mul_scalar_backward};
 
 bp_status bp_mul_scalar(bp_tensor **out, bp_tensor *a, double s)
 {
@@ -216,7 +216,7 @@ static bp_status pow_scalar_backward(const bp_ag_backward_args *g)
     BP__EACH(g->dout->numel, da[i] += dy[i] * p * R_POW(x[i], p - 1););
     return BP_OK;
 }
-static const bp_ag_op pow_scalar_op = {"pow_scalar", pow_scalar_backward, NULL};
+static const bp_ag_op pow_scalar_op = {.name = "pow_scalar", .backward = pow_scalar_backward};
 
 bp_status bp_pow_scalar(bp_tensor **out, bp_tensor *a, double p)
 {

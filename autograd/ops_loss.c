@@ -31,7 +31,7 @@ static bp_status ce_backward(const bp_ag_backward_args *g)
     }
     return BP_OK;
 }
-static const bp_ag_op ce_op = {"softmax_cross_entropy", ce_backward, NULL};
+static const bp_ag_op ce_op = {.name = "softmax_cross_entropy", .backward = ce_backward};
 
 bp_status bp_softmax_cross_entropy(bp_tensor **out, bp_tensor *logits, bp_tensor *labels)
 {
@@ -82,7 +82,7 @@ static bp_status mse_backward(const bp_ag_backward_args *g)
     }
     return BP_OK;
 }
-static const bp_ag_op mse_op = {"mse", mse_backward, NULL};
+static const bp_ag_op mse_op = {.name = "mse", .backward = mse_backward};
 
 bp_status bp_mse(bp_tensor **out, bp_tensor *pred, bp_tensor *target)
 {

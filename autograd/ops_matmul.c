@@ -54,7 +54,7 @@ static bp_status matmul_backward(const bp_ag_backward_args *g)
                   g->din[1]->data, ld(c->n));
     return BP_OK;
 }
-static const bp_ag_op matmul_op = {"matmul", matmul_backward, NULL};
+static const bp_ag_op matmul_op = {.name = "matmul", .backward = matmul_backward};
 
 bp_status bp_matmul(bp_tensor **out, bp_tensor *a, bp_tensor *b)
 {

@@ -48,8 +48,8 @@ static bp_status reduce_backward(const bp_ag_backward_args *g)
     REDUCE_WALK(c, g->in[0]->numel, da[xi] += s * dy[oi];);
     return BP_OK;
 }
-static const bp_ag_op sum_op = {"sum", reduce_backward, NULL};
-static const bp_ag_op mean_op = {"mean", reduce_backward, NULL};
+static const bp_ag_op sum_op = {.name = "sum", .backward = reduce_backward};
+static const bp_ag_op mean_op = {.name = "mean", .backward = reduce_backward};
 
 static bp_status reduce(const char *who, const bp_ag_op *op, bp_tensor **out, bp_tensor *a, int n_axes,
                         const int *axes, bool keepdim, bool mean)

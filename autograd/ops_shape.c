@@ -12,7 +12,7 @@ static bp_status view_backward(const bp_ag_backward_args *g)
     for (int64_t i = 0; i < g->dout->numel; i++) da[i] += dy[i];
     return BP_OK;
 }
-static const bp_ag_op reshape_op = {"reshape", view_backward, NULL};
+static const bp_ag_op reshape_op = {.name = "reshape", .backward = view_backward};
 
 /* Makes the view and records it; shape is final (no -1). */
 static bp_status view(const char *who, bp_tensor **out, bp_tensor *a, int ndim, const int64_t *shape)

@@ -266,11 +266,14 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
     const bp_real *dy = bp_tensor_creals(a->dout), *x = bp_tensor_creals(a->in[0]);
     bool want_ds = a->n_in > 1 && a->din[1], want_db = a->n_in > 2 && a->din[2];
     const int64_t shapeF[1] = {c->F};
-    if (a->din[0]) st = bp_ag_empty(&dx_t, a->out->ndim, a->out->shape);
+    /* dx goes straight into a fresh gradient buffer; otherwise into scratch,
+     * then added to what the buffer holds. */
+    bool dx_direct = a->din[0] && a->fresh[0];
+    if (a->din[0] && !dx_direct) st = bp_ag_empty(&dx_t, a->out->ndim, a->out->shape);
     if (!st && want_ds) st = bp_ag_zeros(&ds_t, 1, shapeF);
     if (!st && want_db) st = bp_ag_zeros(&db_t, 1, shapeF);
-    if (!st && (dx_t || ds_t || db_t)) {
-        bp_real *dx = dx_t ? bp_tensor_reals(dx_t) : NULL;
+    if (!st && (dx_direct || dx_t || ds_t || db_t)) {
+        bp_real *dx = dx_direct ? bp_tensor_reals(a->din[0]) : dx_t ? bp_tensor_reals(dx_t) : NULL;
         bp_real *ds = ds_t ? bp_tensor_reals(ds_t) : NULL, *db = db_t ? bp_tensor_reals(db_t) : NULL;
         const bp_real *sc = c->scale_f ? bp_tensor_creals(c->scale_f) : NULL;
         const bp_real *bi = c->bias_f ? bp_tensor_creals(c->bias_f) : NULL;
@@ -291,7 +294,7 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
             else
                 st = bp_bn_backward_eval(dx, ds, db, dy, x, m, s, sc, c->M, c->F, c->eps, NULL);
         }
-        if (!st && a->din[0]) {
+        if (!st && a->din[0] && !dx_direct) {
             bp_real *g = bp_tensor_reals(a->din[0]);
             for (int64_t i = 0; i < a->out->numel; i++) g[i] += dx[i];
         }
@@ -304,8 +307,10 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
     return st;
 }
 
-static const bp_ag_op bn_op = {"BatchNorm", bn_backward, bn_ctx_release};
-static const bp_ag_op bn_relu_op = {"BatchNorm+ReLU", bn_backward, bn_ctx_release};
+static const bp_ag_op bn_op = {
+    .name = "BatchNorm", .backward = bn_backward, .release = bn_ctx_release, .overwrites_fresh = true};
+static const bp_ag_op bn_relu_op = {
+    .name = "BatchNorm+ReLU", .backward = bn_backward, .release = bn_ctx_release, .overwrites_fresh = true};
 
 /* Checks x against the layer: rank, channel count, kept axes, dtype. */
 static bp_status bn_check_input(const bp_batchnorm *bn, const bp_tensor *x)

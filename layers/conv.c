@@ -1110,9 +1110,10 @@ static bp_status conv_dbias(const geom *g, bp_real *dbias, const bp_real *dy)
 }
 
 /* Accumulates dx, dw (K x Cout) and dbias (each if non-NULL) from dy, each
- * by the direct kernel where it applies and by GEMM otherwise. */
-static bp_status conv_backward(const geom *g, bp_real *dx, bp_real *dw, bp_real *dbias, const bp_real *dy,
-                               const bp_real *x, const bp_real *w)
+ * by the direct kernel where it applies and by GEMM otherwise. dx_fresh: dx
+ * is uninitialised, and is written rather than accumulated into. */
+static bp_status conv_backward(const geom *g, bp_real *dx, bool dx_fresh, bp_real *dw, bp_real *dbias,
+                               const bp_real *dy, const bp_real *x, const bp_real *w)
 {
     if (dbias) BP_TRY(conv_dbias(g, dbias, dy));
     if (dw && (direct_ok_dw(g) || (g->Cg == 1 && direct_ok_fwd(g)))) {
@@ -1126,11 +1127,12 @@ static bp_status conv_backward(const geom *g, bp_real *dx, bp_real *dw, bp_real 
         bp_real *wp = pack_weights(&D, w, g->Cg, g->Cout, true);
         if (!wp) return bp_fail(BP_ENOMEM, "conv backward: out of memory for the packed kernel");
         D.wp = wp;
-        bp_status st = direct_fwd(&D, dx, dy, NULL, true);
+        bp_status st = direct_fwd(&D, dx, dy, NULL, !dx_fresh);
         bp_free_aligned(wp);
         if (st) return bp_fail(st, "conv backward: out of memory for the per-thread row buffers");
         dx = NULL;
     }
+    if (dx && dx_fresh) memset(dx, 0, sizeof(bp_real) * (size_t)(g->B * g->Pin * g->Cin));
     return conv_backward_gemm(g, dx, dw, dy, x, w);
 }
 
@@ -1146,11 +1148,14 @@ static bp_status conv_op_backward(const bp_ag_backward_args *a)
     bp_real *dx = a->din[0] ? bp_tensor_reals(a->din[0]) : NULL;
     bp_real *dw = a->n_in > 1 && a->din[1] ? bp_tensor_reals(a->din[1]) : NULL;
     bp_real *db = a->n_in > 2 && a->din[2] ? bp_tensor_reals(a->din[2]) : NULL;
-    return conv_backward(g, dx, dw, db, bp_tensor_creals(a->dout), bp_tensor_creals(a->in[0]),
+    /* dw and db accumulate; a fresh buffer for them (computed weights) starts at zero */
+    for (int j = 1; j < a->n_in; j++)
+        if (a->din[j] && a->fresh[j]) bp_tensor_zero(a->din[j]);
+    return conv_backward(g, dx, dx && a->fresh[0], dw, db, bp_tensor_creals(a->dout), bp_tensor_creals(a->in[0]),
                          bp_tensor_creals(a->in[1]));
 }
 
-static const bp_ag_op conv_op = {"Conv", conv_op_backward, NULL};
+static const bp_ag_op conv_op = {.name = "Conv", .backward = conv_op_backward, .overwrites_fresh = true};
 
 static bp_status conv_update(bp_node *n, bp_tensor *x, bp_tensor **out)
 {

@@ -235,13 +235,16 @@ static void pool_forward(const pgeom *g, bp_real *y, int32_t *arg, const bp_real
     }
 }
 
-/* dx += scatter of dy; parallel over samples (windows of one sample may overlap). */
-static void pool_backward(const pgeom *g, bp_real *dx, const int32_t *arg, const bp_real *dy)
+/* dx += scatter of dy; parallel over samples (windows of one sample may
+ * overlap). fresh: dx is uninitialised; each sample's part is zeroed just
+ * before its scatter, while it is still in cache. */
+static void pool_backward(const pgeom *g, bp_real *dx, bool fresh, const int32_t *arg, const bp_real *dy)
 {
     const int64_t C = g->C, per_out = g->out[0] * g->out[1] * g->out[2], per_in = g->in[0] * g->in[1] * g->in[2];
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < g->B; b++) {
         bp_real *dxb = dx + b * per_in * C;
+        if (fresh) memset(dxb, 0, sizeof(bp_real) * (size_t)(per_in * C));
         for (int64_t q = 0; q < per_out; q++) {
             int64_t r = b * per_out + q;
             const bp_real *dyr = dy + r * C;
@@ -277,11 +280,12 @@ static void pool_ctx_release(void *p) { free(((pool_ctx *)p)->arg); }
 static bp_status pool_op_backward(const bp_ag_backward_args *a)
 {
     const pool_ctx *c = a->ctx;
-    if (a->din[0]) pool_backward(&c->g, bp_tensor_reals(a->din[0]), c->arg, bp_tensor_creals(a->dout));
+    if (a->din[0]) pool_backward(&c->g, bp_tensor_reals(a->din[0]), a->fresh[0], c->arg, bp_tensor_creals(a->dout));
     return BP_OK;
 }
 
-static const bp_ag_op pool_op = {"Pool", pool_op_backward, pool_ctx_release};
+static const bp_ag_op pool_op = {
+    .name = "Pool", .backward = pool_op_backward, .release = pool_ctx_release, .overwrites_fresh = true};
 
 static bp_status pool_update(bp_node *n, bp_tensor *x, bp_tensor **out)
 {

@@ -260,7 +260,7 @@ static bp_status cube_backward(const bp_ag_backward_args *a)
     for (int64_t i = 0; i < a->dout->numel; i++) dx[i] += dy[i] * d[i];
     return BP_OK;
 }
-static const bp_ag_op cube_op = {"cube", cube_backward, cube_release};
+static const bp_ag_op cube_op = {.name = "cube", .backward = cube_backward, .release = cube_release};
 
 static bp_status cube(bp_tensor **out, bp_tensor *x)
 {
@@ -286,7 +286,82 @@ static bp_status failing_backward(const bp_ag_backward_args *a)
     (void)a;
     return bp_fail(BP_ENUMERIC, "failing: as designed");
 }
-static const bp_ag_op failing_op = {"failing", failing_backward, NULL};
+static const bp_ag_op failing_op = {.name = "failing", .backward = failing_backward};
+
+/* An op that declares overwrites_fresh: y = 2 * (in[0] + ... + in[n-1]).
+ * It records which din buffers arrived fresh, writes those and adds to the
+ * others. */
+static bool g_fresh[2];
+
+static bp_status twice_backward(const bp_ag_backward_args *a)
+{
+    for (int j = 0; j < a->n_in; j++) {
+        g_fresh[j] = a->fresh[j];
+        if (!a->din[j]) continue;
+        bp_real *d = a->din[j]->data;
+        const bp_real *dy = a->dout->data;
+        for (int64_t i = 0; i < a->dout->numel; i++) d[i] = (a->fresh[j] ? 0 : d[i]) + 2 * dy[i];
+    }
+    return BP_OK;
+}
+static const bp_ag_op twice_op = {.name = "twice", .backward = twice_backward, .overwrites_fresh = true};
+
+static bp_status twice(bp_tensor **out, int n, bp_tensor **in)
+{
+    BP_TRY(bp_ag_empty(out, in[0]->ndim, in[0]->shape));
+    bp_real *y = (*out)->data;
+    for (int64_t i = 0; i < (*out)->numel; i++) {
+        y[i] = 0;
+        for (int j = 0; j < n; j++) y[i] += 2 * ((const bp_real *)in[j]->data)[i];
+    }
+    return bp_ag_record(*out, &twice_op, n, in, NULL, 0);
+}
+
+/* fresh is set only for a buffer the graph made for this very call: not for
+ * a leaf's grad, not for a buffer another op already added to, not for an
+ * input given twice; and the gradients are right in every case. */
+static void test_overwrites_fresh(void **state)
+{
+    (void)state;
+    bp_tensor *g, *x = leaf(2, (bp_real[]){1, 2}, &g), *a, *b, *y, *l;
+    /* leaf input: its grad tensor, never fresh */
+    BP_OK_OR_FAIL(twice(&y, 1, &x));
+    BP_OK_OR_FAIL(bp_sum(&l, y, 0, NULL, false));
+    BP_OK_OR_FAIL(bp_backward(l));
+    assert_false(g_fresh[0]);
+    expect_reals(g, 2, (bp_real[]){2, 2});
+    bp_tensor_free(y), bp_tensor_free(l);
+    /* an intermediate read by this op alone: fresh (and then written, not added) */
+    bp_tensor_fill(g, 0);
+    BP_OK_OR_FAIL(bp_mul_scalar(&a, x, 3));
+    BP_OK_OR_FAIL(twice(&y, 1, &a));
+    BP_OK_OR_FAIL(bp_sum(&l, y, 0, NULL, false));
+    BP_OK_OR_FAIL(bp_backward(l));
+    assert_true(g_fresh[0]);
+    expect_reals(g, 2, (bp_real[]){6, 6});
+    bp_tensor_free(a), bp_tensor_free(y), bp_tensor_free(l);
+    /* the same intermediate as both inputs: shared buffer, so not fresh */
+    bp_tensor_fill(g, 0);
+    BP_OK_OR_FAIL(bp_mul_scalar(&a, x, 3));
+    BP_OK_OR_FAIL(twice(&y, 2, (bp_tensor *[]){a, a}));
+    BP_OK_OR_FAIL(bp_sum(&l, y, 0, NULL, false));
+    BP_OK_OR_FAIL(bp_backward(l));
+    assert_false(g_fresh[0]);
+    assert_false(g_fresh[1]);
+    expect_reals(g, 2, (bp_real[]){12, 12});
+    bp_tensor_free(a), bp_tensor_free(y), bp_tensor_free(l);
+    /* an intermediate that a later op (run first in backward) already added to: not fresh */
+    bp_tensor_fill(g, 0);
+    BP_OK_OR_FAIL(bp_mul_scalar(&a, x, 3));
+    BP_OK_OR_FAIL(twice(&y, 1, &a));
+    BP_OK_OR_FAIL(bp_add(&b, y, a));
+    BP_OK_OR_FAIL(bp_sum(&l, b, 0, NULL, false));
+    BP_OK_OR_FAIL(bp_backward(l));
+    assert_false(g_fresh[0]);
+    expect_reals(g, 2, (bp_real[]){9, 9});
+    bp_tensor_free(a), bp_tensor_free(b), bp_tensor_free(y), bp_tensor_free(l);
+    bp_tensor_free(x), bp_tensor_free(g);
+}
 
 static void test_custom_op(void **state)
 {
@@ -479,6 +554,7 @@ int main(void)
         cmocka_unit_test_teardown(test_leaf_without_grad, teardown),
         cmocka_unit_test_teardown(test_backward_many_and_leaf_root, teardown),
         cmocka_unit_test_teardown(test_custom_op, teardown),
+        cmocka_unit_test_teardown(test_overwrites_fresh, teardown),
         cmocka_unit_test_teardown(test_trainvar_leaf, teardown),
         cmocka_unit_test_teardown(test_pool_reuse, teardown),
         cmocka_unit_test_teardown(test_release_without_backward, teardown),

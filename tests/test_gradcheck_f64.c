@@ -32,7 +32,7 @@ static bp_status bad_backward(const bp_ag_backward_args *a)
     for (int64_t i = 0; i < a->dout->numel; i++) dx[i] += dy[i] * (2 * x[i] + (i == 2 ? 0.5 : 0));
     return BP_OK;
 }
-static const bp_ag_op bad_op = {"bad_square", bad_backward, NULL};
+static const bp_ag_op bad_op = {.name = "bad_square", .backward = bad_backward};
 
 static bp_status bad_square(void *user, int n_in, bp_tensor *const *in, bp_tensor **out)
 {

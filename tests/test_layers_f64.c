@@ -10,6 +10,7 @@
 #include <bpc/conv.h>
 #include <bpc/pool.h>
 #include <bpc/dense.h>
+#include <bpc/ops.h>
 
 typedef struct layer_case {
     bp_node *node;
@@ -237,6 +238,77 @@ static void test_pool_dense_sequential(void **state)
     bp_tensor_free(x);
 }
 
+/* Conv -> BatchNorm+ReLU -> MaxPool on an intermediate a = 1.5 x that a
+ * second op (0.5 a) also reads. Backward runs the ops in reverse order, so
+ * with the second op recorded first, Conv is the first to reach a's gradient
+ * buffer and receives it fresh (uninitialised, to be written); recorded after
+ * Conv, it has already added to the buffer and Conv must accumulate. BN and
+ * the pool always get fresh buffers here; order 2 also feeds Conv's output
+ * to BN twice through bn(c) + c, so BN's buffer is shared. Gradcheck proves
+ * every variant. */
+typedef struct chain {
+    bp_node *conv, *bn, *pool;
+    int order;
+} chain;
+
+static bp_status run_chain(void *user, int n_in, bp_tensor *const *in, bp_tensor **out)
+{
+    (void)n_in;
+    chain *c = user;
+    bp_tensor *a = NULL, *u = NULL, *cv = NULL, *h = NULL, *h2 = NULL, *p = NULL, *s1 = NULL, *s2 = NULL;
+    bp_status st = bp_mul_scalar(&a, in[0], 1.5);
+    if (!st && c->order != 1) st = bp_mul_scalar(&u, a, 0.5);
+    if (!st) st = bp_node_update(c->conv, a, &cv);
+    if (!st && c->order == 1) st = bp_mul_scalar(&u, a, 0.5);
+    if (!st) st = bp_batchnorm_relu_update(c->bn, cv, &h);
+    if (!st && c->order == 2) {
+        st = bp_add(&h2, h, cv);
+        bp_tensor_free(h);
+        h = h2;
+    }
+    if (!st) st = bp_node_update(c->pool, h, &p);
+    if (!st) st = bp_sum(&s1, p, 0, NULL, false);
+    if (!st) st = bp_sum(&s2, u, 0, NULL, false);
+    if (!st) st = bp_add(out, s1, s2);
+    bp_tensor *all[] = {a, u, cv, h, p, s1, s2};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) bp_tensor_free(all[i]);
+    return st;
+}
+
+static void test_shared_intermediates(void **state)
+{
+    (void)state;
+    bp_mode train = bp_training_mode(2);
+    bp_conv_opts co = bp_conv_defaults();
+    co.mode = &train;
+    co.kernel_size[0] = co.kernel_size[1] = co.kernel_size[2] = 3;
+    bp_pool_opts po = {.kernel_size = {2, 2, 2}, .mode = &train};
+    bp_share_save_fit(true);
+    /* 2 input channels: Conv's dx on GEMM + col2im; 4: on the direct kernel */
+    for (int cin = 2; cin <= 4; cin += 2)
+        for (int order = 0; order < 3; order++) {
+            int64_t xs[5] = {2, 4, 3, 4, cin};
+            bp_tensor *x = random_tensor(5, xs, 41, 1.0, 0.0);
+            chain c = {.order = order};
+            BP_OK_OR_FAIL(bp_conv3d_new(&c.conv, cin, 4, &co));
+            BP_OK_OR_FAIL(bp_batchnorm3d_new(&c.bn, 4, NULL));
+            BP_OK_OR_FAIL(bp_maxpool_new(&c.pool, 3, &po));
+            bp_conv *cv = bp_conv_cast(c.conv);
+            bp_batchnorm *bn = bp_batchnorm_cast(c.bn);
+            for (int i = 0; i < 4; i++) bp_tensor_set(bn->bias->value, i, 0.3 - 0.2 * i); /* some units off */
+            bp_tensor *in[5] = {x, cv->w->value, cv->b->value, bn->bias->value, bn->scale->value};
+            bp_gradcheck_report rep;
+            bp_status st = bp_gradcheck(run_chain, &c, 5, in, NULL, &rep);
+            if (st) fail_msg("cin %d order %d: %s", cin, order, bp_last_error());
+            if (!rep.passed) fail_msg("cin %d order %d: gradcheck failed", cin, order);
+            assert_true(rep.n_checked >= x->numel);
+            bp_node_free(c.conv);
+            bp_node_free(c.bn);
+            bp_node_free(c.pool);
+            bp_tensor_free(x);
+        }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -245,6 +317,7 @@ int main(void)
         cmocka_unit_test_setup(test_conv3d, setup),
         cmocka_unit_test_setup(test_conv1d_2d, setup),
         cmocka_unit_test_setup(test_pool_dense_sequential, setup),
+        cmocka_unit_test_setup(test_shared_intermediates, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

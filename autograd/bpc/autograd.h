@@ -46,7 +46,7 @@
  *       for (int64_t i = 0; i < a->dout->numel; i++) dx[i] += dy[i] * d[i];
  *       return BP_OK;
  *   }
- *   static const bp_ag_op cube_op = {"cube", cube_backward, cube_release};
+ *   static const bp_ag_op cube_op = {.name = "cube", .backward = cube_backward, .release = cube_release};
  *
  *   // in the forward, after filling *out and c.d:
  *   bp_status st = bp_ag_record(*out, &cube_op, 1, &x, &c, sizeof c);
@@ -114,7 +114,11 @@ bp_status bp_ag_detach(bp_tensor **out, bp_tensor *t);
 /* What a backward function receives. It must accumulate (+=, never =)
  * d loss/d in[i] into din[i] for every i with din[i] != NULL; din[i] is NULL
  * when in[i] needs no gradient. din[i] has in[i]'s shape and the real dtype.
- * Two din entries may be the same tensor (x*x), so read only in, out and dout. */
+ * Two din entries may be the same tensor (x*x), so read only in, out and dout.
+ * The one exception: for an op with overwrites_fresh set, fresh[i] true means
+ * din[i] was allocated for this call, holds no gradient yet, is not another
+ * din entry, and is NOT initialised: the op must write (=) every element of it.
+ * fresh[i] is always false for ops without overwrites_fresh. */
 typedef struct bp_ag_backward_args {
     void *ctx;                  /* the op's context, as copied by bp_ag_record */
     const bp_tensor *out;       /* the forward output */
@@ -122,6 +126,7 @@ typedef struct bp_ag_backward_args {
     int n_in;
     bp_tensor *const *in;       /* the inputs, as recorded */
     bp_tensor *const *din;      /* where to accumulate each input's gradient, or NULL */
+    const bool *fresh;          /* per input: din[i] is uninitialised and must be written (see above) */
 } bp_ag_backward_args;
 
 /* An op's identity: its name (for messages), its backward, and how to free
@@ -132,6 +137,10 @@ typedef struct bp_ag_op {
     /* Frees what ctx points to (saved tensors, buffers); the ctx bytes
      * themselves belong to the graph. NULL when ctx owns nothing. */
     void (*release)(void *ctx);
+    /* True if backward honours bp_ag_backward_args.fresh: a gradient buffer
+     * that this op fills first is then handed over unzeroed, which saves
+     * zeroing it and reading it back (a pass over memory each). */
+    bool overwrites_fresh;
 } bp_ag_op;
 
 /* True if an op on these inputs would be recorded: grad mode on and some
