@@ -88,6 +88,10 @@ bp_status data_from_dir(dataset *d, const char *dir)
         if ((t->ndim != 3 && t->ndim != 4) || (t->dtype != BP_FLOAT32 && t->dtype != BP_UINT8)) {
             st = bp_fail(BP_EFORMAT, "%s: expected a float32 or uint8 volume of shape (H,W,D) or (H,W,D,C), got %s %s",
                          vpath, bp_dtype_name(t->dtype), bp_shape_str(shp, sizeof shp, t->ndim, t->shape));
+        } else if (t->numel == 0) {
+            /* A first volume of (0,0,0) would pass every later check and fail deep in Conv3d, unnamed. */
+            st = bp_fail(BP_ESHAPE, "%s: volume of shape %s has no voxels", vpath,
+                         bp_shape_str(shp, sizeof shp, t->ndim, t->shape));
         } else if (d->n == 0) {
             for (int i = 0; i < 3; i++) d->dims[i] = t->shape[i];
             d->channels = t->ndim == 4 ? t->shape[3] : 1;
@@ -132,13 +136,19 @@ bp_status data_from_dir(dataset *d, const char *dir)
 
 bp_status data_split(dataset *d, double val_fraction, uint64_t seed, dataset *train, dataset *val)
 {
+    /* d is emptied on every path, failures included (the caller no longer owns it). */
+    int64_t nv = 0, *perm = NULL;
+    bp_status st = BP_OK;
     if (!(val_fraction > 0 && val_fraction < 1))
-        return bp_fail(BP_EINVAL, "--val-split must be in (0, 1), got %g", val_fraction);
-    int64_t nv = (int64_t)(d->n * val_fraction + 0.5);
-    if (nv < 1 || nv >= d->n)
-        return bp_fail(BP_EINVAL, "--val-split %g of %lld samples leaves an empty part", val_fraction, (long long)d->n);
-    int64_t *perm = malloc(sizeof *perm * (size_t)d->n);
-    if (!perm) return bp_fail(BP_ENOMEM, "split: out of memory");
+        st = bp_fail(BP_EINVAL, "--val-split must be in (0, 1), got %g", val_fraction);
+    else if ((nv = (int64_t)(d->n * val_fraction + 0.5)) < 1 || nv >= d->n)
+        st = bp_fail(BP_EINVAL, "--val-split %g of %lld samples leaves an empty part", val_fraction, (long long)d->n);
+    else if (!(perm = malloc(sizeof *perm * (size_t)d->n)))
+        st = bp_fail(BP_ENOMEM, "split: out of memory");
+    if (st) {
+        data_free(d);
+        return st;
+    }
     bp_rng r;
     bp_rng_seed(&r, seed ^ 0x5151);
     for (int64_t i = 0; i < d->n; i++) perm[i] = i;
@@ -150,7 +160,6 @@ bp_status data_split(dataset *d, double val_fraction, uint64_t seed, dataset *tr
     int64_t per = sample_size(d);
     dataset *parts[2] = {val, train};
     int64_t counts[2] = {nv, d->n - nv}, at = 0;
-    bp_status st = BP_OK;
     for (int p = 0; p < 2; p++) {
         dataset *o = parts[p];
         *o = *d;

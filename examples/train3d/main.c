@@ -5,6 +5,7 @@
  * --resume to continue exactly where a run stopped, Ctrl-C to save and exit.
  * `train3d --help` lists the options. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -63,28 +64,68 @@ static void usage(FILE *f)
             "the same results as an uninterrupted run (same thread count).\n");
 }
 
+/* The whole of v as a base-10 integer in [-hi, hi]: atoi would take "3x" as 3 and
+ * "abc" as 0 (which --lr and --threads read as "the default"), silently. */
+static bool int_arg(const char *v, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end != '\0' || x < -hi || x > hi) return false;
+    *out = x;
+    return true;
+}
+
+/* The whole of v as a finite number. */
+static bool real_arg(const char *v, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end != '\0' || !isfinite(x)) return false;
+    *out = x;
+    return true;
+}
+
+/* The whole of v as an unsigned 64-bit integer (strtoull alone would wrap "-1"). */
+static bool u64_arg(const char *v, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    const char *p = v;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p == '-') return false;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || end == v || *end != '\0') return false;
+    *out = x;
+    return true;
+}
+
 static int parse_args(int argc, char **argv, options *o)
 {
     *o = (options){.epochs = 15, .batch = 16, .lr = 0, .val_split = 0.2, .optimizer = "adam", .out = "train3d-out",
                    .seed = 1, .train_n = 2048, .val_n = 512, .size = 32};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long long n = 0;
+        bool ok = true;
+        const char *want = "an integer";
 #define TAKE(flag) (!strcmp(a, flag) && v && (++i, 1))
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             exit(0);
-        } else if (TAKE("--epochs")) o->epochs = atoi(v);
-        else if (TAKE("--batch-size")) o->batch = atoi(v);
-        else if (TAKE("--lr")) o->lr = atof(v);
+        } else if (TAKE("--epochs")) ok = int_arg(v, INT_MAX, &n), o->epochs = (int)n;
+        else if (TAKE("--batch-size")) ok = int_arg(v, INT_MAX, &n), o->batch = (int)n;
+        else if (TAKE("--lr")) ok = real_arg(v, &o->lr), want = "a number";
         else if (TAKE("--optimizer")) o->optimizer = v;
-        else if (TAKE("--threads")) o->threads = atoi(v);
-        else if (TAKE("--seed")) o->seed = strtoull(v, NULL, 10);
+        else if (TAKE("--threads")) ok = int_arg(v, INT_MAX, &n), o->threads = (int)n;
+        else if (TAKE("--seed")) ok = u64_arg(v, &o->seed), want = "an integer in [0, 2^64)";
         else if (TAKE("--out")) o->out = v;
         else if (TAKE("--data")) o->data = v;
-        else if (TAKE("--val-split")) o->val_split = atof(v);
-        else if (TAKE("--train-size")) o->train_n = atoll(v);
-        else if (TAKE("--val-size")) o->val_n = atoll(v);
-        else if (TAKE("--size")) o->size = atoi(v);
+        else if (TAKE("--val-split")) ok = real_arg(v, &o->val_split), want = "a number";
+        else if (TAKE("--train-size")) ok = int_arg(v, INT64_MAX, &n), o->train_n = n;
+        else if (TAKE("--val-size")) ok = int_arg(v, INT64_MAX, &n), o->val_n = n;
+        else if (TAKE("--size")) ok = int_arg(v, INT_MAX, &n), o->size = (int)n;
         else if (!strcmp(a, "--resume")) o->resume = 1;
         else if (!strcmp(a, "--quiet")) o->quiet = 1;
         else {
@@ -93,6 +134,10 @@ static int parse_args(int argc, char **argv, options *o)
             return 2;
         }
 #undef TAKE
+        if (!ok) {
+            fprintf(stderr, "train3d: %s expects %s, got \"%s\"\n", a, want, v);
+            return 2;
+        }
     }
     if (strcmp(o->optimizer, "adam") && strcmp(o->optimizer, "sgd")) {
         fprintf(stderr, "train3d: --optimizer must be adam or sgd, got \"%s\"\n", o->optimizer);
