@@ -2,6 +2,7 @@
 #ifndef BPC_BENCH_COMMON_H
 #define BPC_BENCH_COMMON_H
 
+#include <cblas.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -24,6 +25,32 @@ static inline double bench_median(double *t, int n)
 {
     qsort(t, (size_t)n, sizeof *t, bench_cmp_double);
     return t[n / 2];
+}
+
+/* The machine's practical FLOP limit, measured in this run: OpenBLAS sgemm
+ * on 1024^3 at `threads` threads, best of 3, in GFLOP/s. (The anchors' 245
+ * GFLOP/s per core was a Zen 5; other machines differ by 2x and more.) */
+static inline double bench_sgemm_gflops(int threads)
+{
+    const int n = 1024;
+    float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) * n * n), *c = malloc(sizeof(float) * n * n);
+    if (!a || !b || !c) {
+        free(a), free(b), free(c);
+        return 0;
+    }
+    for (int i = 0; i < n * n; i++) a[i] = (float)(i % 97) * 1e-3f, b[i] = (float)(i % 89) * 1e-3f, c[i] = 0;
+    int prev = openblas_get_num_threads();
+    openblas_set_num_threads(threads);
+    double best = 1e30;
+    for (int k = 0; k < 4; k++) { /* the first run warms up */
+        double t0 = bench_now_ms();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        double t = bench_now_ms() - t0;
+        if (k && t < best) best = t;
+    }
+    openblas_set_num_threads(prev);
+    free(a), free(b), free(c);
+    return 2.0 * n * n * n / best / 1e6;
 }
 
 #endif
