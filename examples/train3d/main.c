@@ -45,7 +45,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: train3d [options]\n"
             "Trains Conv3d-BatchNorm3d-ReLU-MaxPool3d x2 + Dense on 3-D volumes.\n\n"
-            "  --epochs N        epochs to train (default 15)\n"
+            "  --epochs N        epochs to train (default 25)\n"
             "  --batch-size N    samples per step (default 16)\n"
             "  --lr X            learning rate (default 0.003 for adam, 0.02 for sgd)\n"
             "  --optimizer NAME  adam (default) or sgd (SGD with momentum 0.9)\n"
@@ -103,7 +103,7 @@ static bool u64_arg(const char *v, uint64_t *out)
 
 static int parse_args(int argc, char **argv, options *o)
 {
-    *o = (options){.epochs = 15, .batch = 16, .lr = 0, .val_split = 0.2, .optimizer = "adam", .out = "train3d-out",
+    *o = (options){.epochs = 25, .batch = 16, .lr = 0, .val_split = 0.2, .optimizer = "adam", .out = "train3d-out",
                    .seed = 1, .train_n = 2048, .val_n = 512, .size = 32};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
