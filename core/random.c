@@ -28,6 +28,13 @@ void bp_rng_seed(bp_rng *r, uint64_t seed)
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
 }
 
+bp_rng *bp_rng_or_default(bp_rng *rng, bp_rng *fallback)
+{
+    if (rng) return rng;
+    bp_rng_seed(fallback, 0);
+    return fallback;
+}
+
 uint64_t bp_rng_next(bp_rng *r)
 {
     uint64_t *s = r->s;

@@ -199,12 +199,7 @@ static bp_status bn_new(bp_node **out, const bp_node_class *cls, int ndim, int64
             bn->n_axis_index_groups = o.n_axis_index_groups;
         }
     }
-    bp_rng seeded;
-    bp_rng *rng = o.rng;
-    if (!rng) {
-        bp_rng_seed(&seeded, 0);
-        rng = &seeded;
-    }
+    bp_rng seeded, *rng = bp_rng_or_default(o.rng, &seeded);
     if (!st) st = bn_build(bn, &o, rng);
     if (st) {
         bp_node_free(n);

@@ -123,11 +123,7 @@ static bp_status conv_new(bp_node **out, const bp_node_class *cls, int nsp, int6
         c->pad_lo[d] = used && o.padding == BP_PAD_EXPLICIT ? o.pad_lo[d] : 0;
         c->pad_hi[d] = used && o.padding == BP_PAD_EXPLICIT ? o.pad_hi[d] : 0;
     }
-    bp_rng seeded, *rng = o.rng;
-    if (!rng) {
-        bp_rng_seed(&seeded, 0);
-        rng = &seeded;
-    }
+    bp_rng seeded, *rng = bp_rng_or_default(o.rng, &seeded);
     int64_t wshape[5];
     for (int d = 0; d < nsp; d++) wshape[d] = o.kernel_size[d];
     wshape[nsp] = cin / o.groups;

@@ -50,11 +50,7 @@ bp_status bp_dense_new(bp_node **out, int64_t num_in, int64_t num_out, const bp_
     bp_dense *d = (bp_dense *)n;
     d->num_in = num_in;
     d->num_out = num_out;
-    bp_rng seeded, *rng = o.rng;
-    if (!rng) {
-        bp_rng_seed(&seeded, 0);
-        rng = &seeded;
-    }
+    bp_rng seeded, *rng = bp_rng_or_default(o.rng, &seeded);
     bp_var_kind kind = bp_mode_is_train_mode(n->mode) ? BP_TRAINVAR : BP_VARIABLE;
     int64_t wshape[2] = {num_in, num_out};
     bp_tensor *t = NULL;

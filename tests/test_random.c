@@ -45,6 +45,22 @@ static void test_seed_is_splitmix64(void **state)
     assert_true(s[0] == 0xe220a8397b1dcdafULL);
 }
 
+/* A caller's generator is used as it is; NULL gets the fallback seeded with 0. */
+static void test_or_default(void **state)
+{
+    (void)state;
+    bp_rng mine, fallback, zero;
+    bp_rng_seed(&mine, 77);
+    bp_rng copy = mine;
+    fallback.s[0] = fallback.s[1] = fallback.s[2] = fallback.s[3] = 5;
+    assert_ptr_equal(bp_rng_or_default(&mine, &fallback), &mine);
+    assert_memory_equal(&mine, &copy, sizeof mine);
+    assert_int_equal(fallback.s[0], 5); /* untouched when not needed */
+    bp_rng_seed(&zero, 0);
+    assert_ptr_equal(bp_rng_or_default(NULL, &fallback), &fallback);
+    assert_memory_equal(&fallback, &zero, sizeof zero);
+}
+
 static void test_next_is_xoshiro256starstar(void **state)
 {
     (void)state;
@@ -348,6 +364,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seed_is_splitmix64),
         cmocka_unit_test(test_next_is_xoshiro256starstar),
+        cmocka_unit_test(test_or_default),
         cmocka_unit_test(test_uniform_and_normal_values),
         cmocka_unit_test(test_normal_has_no_hidden_state),
         cmocka_unit_test(test_same_seed_same_stream),

@@ -19,6 +19,10 @@ typedef struct bp_rng {
 
 /* Seeds the generator; any 64-bit value is a valid seed. */
 void bp_rng_seed(bp_rng *r, uint64_t seed);
+/* The generator an initializer should use: rng itself, or, when rng is NULL
+ * (a layer built without one), *fallback seeded with 0, so that default
+ * construction is reproducible. */
+bp_rng *bp_rng_or_default(bp_rng *rng, bp_rng *fallback);
 /* Next 64 random bits. */
 uint64_t bp_rng_next(bp_rng *r);
 /* Uniform double in [0, 1) with 53 random bits. */
