@@ -598,6 +598,58 @@ static bp_status direct_fwd(const dconv *D, bp_real *y, const bp_real *x, const 
     return st;
 }
 
+/* Shared by the dw kernels: NV vectors of one dy row (lane by lane when the
+ * block has fewer than NV*VL channels, so no read passes the row), and the
+ * register accumulators acc[i] (+)= x_i * dy, declared, updated and stored
+ * for i < N (the names a<i>0, a<i>1, as in kfwd). */
+static inline __attribute__((always_inline)) void load_dy(const bp_real *dr, int NV, bool full, int64_t ncols, vr *d0,
+                                                          vr *d1)
+{
+    if (full) {
+        *d0 = *(const vru *)dr;
+        if (NV > 1) *d1 = *(const vru *)(dr + VL);
+        return;
+    }
+    bp_real tmp[2 * VL] __attribute__((aligned(VBYTES))) = {0};
+    for (int64_t j = 0; j < ncols; j++) tmp[j] = dr[j];
+    *d0 = *(const vr *)tmp;
+    *d1 = *(const vr *)(tmp + VL);
+}
+#define DW_DECL(i, N) vr a##i##0 = i < N ? dst[i * NV] : Z, a##i##1 = i < N && NV > 1 ? dst[i * NV + 1] : Z;
+#define DW_STEP(i, N, X)                      \
+    if (i < N) {                              \
+        vr xb = VBCAST(X);                    \
+        VFMA(a##i##0, xb, d0);                \
+        if (NV > 1) VFMA(a##i##1, xb, d1);    \
+    }
+#define DW_STORE(i, N)                        \
+    if (i < N) {                              \
+        dst[i * NV] = a##i##0;                \
+        if (NV > 1) dst[i * NV + 1] = a##i##1; \
+    }
+
+/* dw (taps*Cr rows of G*Co) += the per-thread packed sums parts[t], in thread
+ * order (so the result depends only on the thread count); frees them. */
+static void add_parts(const dconv *D, bp_real *dw, bp_real **parts, int nparts, bool ok)
+{
+    const int64_t bstride = D->taps * D->Cr * 2 * VL;
+    for (int t = 0; t < nparts; t++) {
+        const bp_real *p = parts[t];
+        if (p && ok)
+            for (int64_t g = 0; g < D->G; g++)
+                for (int64_t blk = 0; blk < D->nblk; blk++) {
+                    int64_t bw = blk_width(D, blk), nvl = (bw + VL - 1) / VL * VL;
+                    const bp_real *src = p + (g * D->nblk + blk) * bstride;
+                    for (int64_t tr = 0; tr < D->taps * D->Cr; tr++, src += nvl) {
+                        bp_real *dst = dw + tr * D->ldy + g * D->Co + blk * 2 * VL;
+                        for (int64_t l = 0; l < bw; l++) dst[l] += src[l];
+                    }
+                }
+        bp_free_aligned(parts[t]);
+    }
+    free(parts);
+}
+
 typedef struct dw_args {
     const bp_real *const *xrows; /* per row: x at the first position of the tap's range, channel ci0 */
     const bp_real *const *drows; /* per row: dy at the first position, the block's first channel */
@@ -615,37 +667,20 @@ static inline __attribute__((always_inline)) void kdw(const int NCI, const int N
 {
     vr *dst = (vr *)A->acc;
     const vr Z = {0};
-#define DDECL(i) vr a##i##0 = i < NCI ? dst[i * NV] : Z, a##i##1 = i < NCI && NV > 1 ? dst[i * NV + 1] : Z;
+#define DDECL(i) DW_DECL(i, NCI)
     REP16(DDECL)
 #undef DDECL
     for (int r = 0; r < A->nrows; r++) {
         const bp_real *xr = A->xrows[r], *dr = A->drows[r];
         for (int64_t n = 0; n < A->npos; n++, xr += A->xs, dr += A->ds) {
             vr d0, d1 = Z;
-            if (FULL) {
-                d0 = *(const vru *)dr;
-                if (NV > 1) d1 = *(const vru *)(dr + VL);
-            } else {
-                bp_real tmp[2 * VL] __attribute__((aligned(VBYTES))) = {0};
-                for (int64_t j = 0; j < ncols; j++) tmp[j] = dr[j];
-                d0 = *(const vr *)tmp;
-                d1 = *(const vr *)(tmp + VL);
-            }
-#define DSTEP(i)                                  \
-    if (i < NCI) {                                \
-        vr xb = VBCAST(xr[i]);                    \
-        VFMA(a##i##0, xb, d0);                    \
-        if (NV > 1) VFMA(a##i##1, xb, d1);        \
-    }
+            load_dy(dr, NV, FULL, ncols, &d0, &d1);
+#define DSTEP(i) DW_STEP(i, NCI, xr[i])
             REP16(DSTEP)
 #undef DSTEP
         }
     }
-#define DSTORE(i)                                 \
-    if (i < NCI) {                                \
-        dst[i * NV] = a##i##0;                    \
-        if (NV > 1) dst[i * NV + 1] = a##i##1;    \
-    }
+#define DSTORE(i) DW_STORE(i, NCI)
     REP16(DSTORE)
 #undef DSTORE
 }
@@ -748,21 +783,7 @@ static bp_status direct_dw(const dconv *D, bp_real *dw, const bp_real *dy, const
         }
         free(xr);
     }
-    for (int t = 0; t < max_threads; t++) {
-        const bp_real *p = parts[t];
-        if (p && !st)
-            for (int64_t g = 0; g < D->G; g++)
-                for (int64_t blk = 0; blk < D->nblk; blk++) {
-                    int64_t bw = blk_width(D, blk), nvl = (bw + VL - 1) / VL * VL;
-                    const bp_real *src = p + (g * D->nblk + blk) * bstride;
-                    for (int64_t tr = 0; tr < D->taps * D->Cr; tr++, src += nvl) {
-                        bp_real *dst = dw + tr * D->ldy + g * D->Co + blk * 2 * VL;
-                        for (int64_t l = 0; l < bw; l++) dst[l] += src[l];
-                    }
-                }
-        bp_free_aligned(parts[t]);
-    }
-    free(parts);
+    add_parts(D, dw, parts, max_threads, !st);
     return st;
 }
 
@@ -791,37 +812,19 @@ static inline __attribute__((always_inline)) void kdw1(const int NT, const int N
 {
     vr *dst = (vr *)A->acc;
     const vr Z = {0};
-#define TDECL(i) vr a##i##0 = i < NT ? dst[i * NV] : Z, a##i##1 = i < NT && NV > 1 ? dst[i * NV + 1] : Z;
+#define TDECL(i) DW_DECL(i, NT)
     REP27(TDECL)
 #undef TDECL
     const bool full = A->ncols == NV * VL;
     for (int64_t n = 0; n < A->npos; n++) {
-        const bp_real *dr = A->dy + n * A->ldy;
         vr d0, d1 = Z;
-        if (full) {
-            d0 = *(const vru *)dr;
-            if (NV > 1) d1 = *(const vru *)(dr + VL);
-        } else {
-            bp_real tmp[2 * VL] __attribute__((aligned(VBYTES))) = {0};
-            for (int64_t j = 0; j < A->ncols; j++) tmp[j] = dr[j];
-            d0 = *(const vr *)tmp;
-            d1 = *(const vr *)(tmp + VL);
-        }
+        load_dy(A->dy + n * A->ldy, NV, full, A->ncols, &d0, &d1);
         const int64_t xo = n * A->s2;
-#define TSTEP(i)                                  \
-    if (i < NT) {                                 \
-        vr xb = VBCAST(A->xt[i][xo]);             \
-        VFMA(a##i##0, xb, d0);                    \
-        if (NV > 1) VFMA(a##i##1, xb, d1);        \
-    }
+#define TSTEP(i) DW_STEP(i, NT, A->xt[i][xo])
         REP27(TSTEP)
 #undef TSTEP
     }
-#define TSTORE(i)                                 \
-    if (i < NT) {                                 \
-        dst[i * NV] = a##i##0;                    \
-        if (NV > 1) dst[i * NV + 1] = a##i##1;    \
-    }
+#define TSTORE(i) DW_STORE(i, NT)
     REP27(TSTORE)
 #undef TSTORE
 }
@@ -898,21 +901,7 @@ static bp_status direct_dw1(const dconv *D, bp_real *dw, const bp_real *dy, cons
         free(xt);
         bp_free_aligned(rows);
     }
-    for (int t = 0; t < max_threads; t++) {
-        const bp_real *p = parts[t];
-        if (p && !st)
-            for (int64_t g = 0; g < D->G; g++)
-                for (int64_t blk = 0; blk < D->nblk; blk++) {
-                    int64_t bw = blk_width(D, blk), nvl = (bw + VL - 1) / VL * VL;
-                    const bp_real *src = p + (g * D->nblk + blk) * bstride;
-                    for (int64_t tr = 0; tr < D->taps; tr++, src += nvl) {
-                        bp_real *dst = dw + tr * D->ldy + g * D->Co + blk * 2 * VL;
-                        for (int64_t l = 0; l < bw; l++) dst[l] += src[l];
-                    }
-                }
-        bp_free_aligned(parts[t]);
-    }
-    free(parts);
+    add_parts(D, dw, parts, max_threads, !st);
     return st;
 }
 
