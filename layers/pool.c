@@ -143,23 +143,23 @@ typedef bp_real pvr __attribute__((vector_size(64)));
 typedef bp_real pvru __attribute__((vector_size(64), aligned(sizeof(bp_real)), may_alias));
 typedef pidx pvi __attribute__((vector_size(64)));
 
-/* arg <-> position vectors: one plain copy when the lanes are int32 (float). */
-static inline pvi load_idx(const int32_t *a)
+/* arg <-> position vectors: one plain copy when the lanes are int32 (float).
+ * Vectors go by pointer: by value, 64-byte vectors change the calling
+ * convention between builds with and without AVX-512 (GCC's -Wpsabi). */
+static inline __attribute__((always_inline)) void load_idx(pvi *v, const int32_t *a)
 {
-    pvi v;
     if (sizeof(pidx) == sizeof(int32_t))
-        memcpy(&v, a, sizeof v);
+        memcpy(v, a, sizeof *v);
     else
-        for (int j = 0; j < PVL; j++) v[j] = a[j];
-    return v;
+        for (int j = 0; j < PVL; j++) (*v)[j] = a[j];
 }
 
-static inline void store_idx(int32_t *a, pvi v)
+static inline __attribute__((always_inline)) void store_idx(int32_t *a, const pvi *v)
 {
     if (sizeof(pidx) == sizeof(int32_t))
-        memcpy(a, &v, sizeof v);
+        memcpy(a, v, sizeof *v);
     else
-        for (int j = 0; j < PVL; j++) a[j] = (int32_t)v[j];
+        for (int j = 0; j < PVL; j++) a[j] = (int32_t)(*v)[j];
 }
 
 /* Max pooling of one output row (windows [b0, b1) along dims 0 and 1): y and
@@ -186,7 +186,8 @@ static void max_row(const pgeom *g, const int64_t *b0, const int64_t *b1, const 
                 }
                 for (int64_t c0 = 0; c0 < c_full; c0 += PVL) {
                     pvr m = *(const pvru *)(yo + c0);
-                    pvi a = load_idx(ao + c0);
+                    pvi a;
+                    load_idx(&a, ao + c0);
                     for (int64_t i2 = lo2 + first_row; i2 < hi2; i2++) {
                         pvr xv = *(const pvru *)(xb + (row + i2) * C + c0);
                         pvi take = (m == m) & ~(xv <= m);
@@ -194,7 +195,7 @@ static void max_row(const pgeom *g, const int64_t *b0, const int64_t *b1, const 
                         a = ((pidx)(row + i2) & take) | (a & ~take);
                     }
                     *(pvru *)(yo + c0) = m;
-                    store_idx(ao + c0, a);
+                    store_idx(ao + c0, &a);
                 }
                 for (int64_t i2 = lo2 + first_row; i2 < hi2 && c_full < C; i2++)
                     max_step(C - c_full, yo + c_full, ao + c_full, xb + (row + i2) * C + c_full, (int32_t)(row + i2));
