@@ -37,6 +37,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 #include <bpc/batchnorm_kernels.h>
 
 /* Two things the plain C loops cannot say, written with AVX/AVX-512 intrinsics
@@ -171,6 +172,15 @@ static void chunk_blocks(const bn_plan *p, int64_t ch, int64_t *b0, int64_t *b1)
 {
     *b0 = ch * p->nblocks / p->nchunks;
     *b1 = (ch + 1) * p->nblocks / p->nchunks;
+}
+
+/* The chunks [lo, hi) of the calling thread of a parallel region: contiguous
+ * and even, so the passes over one tensor give each thread the same rows. */
+static void thread_chunks(const bn_plan *p, int64_t *lo, int64_t *hi)
+{
+    int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+    *lo = p->nchunks * t / T;
+    *hi = p->nchunks * (t + 1) / T;
 }
 
 static void block_rows(const bn_plan *p, int64_t b, int64_t *r0, int64_t *r1)
@@ -355,8 +365,12 @@ static void stats_chunk(const bn_plan *p, const bp_real *x, int64_t ch)
 static void batch_stats(const bn_plan *p, const bp_real *x)
 {
     const int64_t C = p->C;
-#pragma omp parallel for schedule(static) if (p->M * C >= BN_PAR_MIN)
-    for (int64_t ch = 0; ch < p->nchunks; ch++) stats_chunk(p, x, ch);
+#pragma omp parallel if (p->M * C >= BN_PAR_MIN)
+    {
+        int64_t lo, hi;
+        thread_chunks(p, &lo, &hi);
+        for (int64_t ch = lo; ch < hi; ch++) stats_chunk(p, x, ch);
+    }
     int64_t b0, b1, r0, r1, e0, e1;
     chunk_blocks(p, 0, &b0, &b1);
     block_rows(p, b1 - 1, &r0, &r1);
@@ -435,30 +449,35 @@ static void chunk_rows(const bn_plan *p, int64_t ch, int64_t *r0, int64_t *r1)
 }
 
 /* y = [relu]((x - m)*a + b) for all rows, with m, a, b replicated (lp each).
- * After a statistics pass (reverse = 1) the chunks go in reverse order, so the
- * rows read last, still in cache, are read first; inside a chunk the rows go
- * forward, which the hardware prefetchers follow. */
+ * Each thread takes the chunks it had in the statistics pass (thread_chunks);
+ * after that pass (reverse = 1) it goes through them in reverse order, so the
+ * rows it read last, still in its own L2 and in L3, are read first; inside a
+ * chunk the rows go forward, which the hardware prefetchers follow. */
 static void apply_all(const bn_plan *p, bp_real *y, const bp_real *x, const bp_real *m,
                       const bp_real *a, const bp_real *b, int relu, int reverse)
 {
     const int64_t C = p->C, u = p->u;
     const int stream = use_stream(p, y);
-#pragma omp parallel for schedule(static) if (p->M * C >= BN_PAR_MIN)
-    for (int64_t i = 0; i < p->nchunks; i++) {
-        int64_t r0, r1;
-        chunk_rows(p, reverse ? p->nchunks - 1 - i : i, &r0, &r1);
-        for (int64_t r = r0; r < r1; r += u) {
+#pragma omp parallel if (p->M * C >= BN_PAR_MIN)
+    {
+        int64_t lo, hi;
+        thread_chunks(p, &lo, &hi);
+        for (int64_t i = lo; i < hi; i++) {
+            int64_t r0, r1;
+            chunk_rows(p, reverse ? lo + hi - 1 - i : i, &r0, &r1);
+            for (int64_t r = r0; r < r1; r += u) {
 #ifdef BN_SIMD
-            if (stream) {
-                lane_apply_nt(y + r * C, x + r * C, m, a, b, min64(u, r1 - r) * C, relu);
-                continue;
+                if (stream) {
+                    lane_apply_nt(y + r * C, x + r * C, m, a, b, min64(u, r1 - r) * C, relu);
+                    continue;
+                }
+#endif
+                lane_apply(y + r * C, x + r * C, m, a, b, min64(u, r1 - r) * C, relu);
             }
-#endif
-            lane_apply(y + r * C, x + r * C, m, a, b, min64(u, r1 - r) * C, relu);
-        }
 #ifdef BN_SIMD
-        if (stream) _mm_sfence(); /* order the streamed lines before anyone reads y */
+            if (stream) _mm_sfence(); /* order the streamed lines before anyone reads y */
 #endif
+        }
     }
     (void)stream;
 }
@@ -742,8 +761,12 @@ static void sums_chunk(const bn_plan *p, int64_t ch, bp_real *dx, const bp_real 
 static void grad_sums(const bn_plan *p, bp_real *dx, const bp_real *dy, const bp_real *x, int relu)
 {
     const int64_t C = p->C;
-#pragma omp parallel for schedule(static) if (p->M * C >= BN_PAR_MIN)
-    for (int64_t ch = 0; ch < p->nchunks; ch++) sums_chunk(p, ch, dx, dy, x, relu);
+#pragma omp parallel if (p->M * C >= BN_PAR_MIN)
+    {
+        int64_t lo, hi;
+        thread_chunks(p, &lo, &hi);
+        for (int64_t ch = lo; ch < hi; ch++) sums_chunk(p, ch, dx, dy, x, relu);
+    }
     for (int64_t ch = 1; ch < p->nchunks; ch++)
         for (int64_t c = 0; c < C; c++) {
             p->acc0[c] += p->acc0[ch * C + c];
@@ -824,10 +847,13 @@ static bp_status backward_train(const char *who, bp_real *dx, bp_real *dscale, b
     const bp_real *pm = p.par, *pa = p.par + lp, *pb = p.par + 2 * lp;
     const int64_t u = p.u;
     const int stream = use_stream(&p, dx);
-#pragma omp parallel for schedule(static) if (M * C >= BN_PAR_MIN)
-    for (int64_t i = 0; i < p.nchunks; i++) {
+#pragma omp parallel if (M * C >= BN_PAR_MIN)
+    {
+    int64_t lo, hi;
+    thread_chunks(&p, &lo, &hi);
+    for (int64_t ch = hi - 1; ch >= lo; ch--) {
         int64_t r0, r1;
-        chunk_rows(&p, p.nchunks - 1 - i, &r0, &r1); /* as in apply_all: cached rows first */
+        chunk_rows(&p, ch, &r0, &r1); /* this thread's chunks of the sums pass, last (cached) first */
         for (int64_t r = r0; r < r1; r += u) {
 #ifdef BN_SIMD
             if (stream) {
@@ -842,6 +868,7 @@ static bp_status backward_train(const char *who, bp_real *dx, bp_real *dscale, b
 #ifdef BN_SIMD
         if (stream) _mm_sfence();
 #endif
+    }
     }
     (void)stream;
     free(owned);
