@@ -271,6 +271,54 @@ static void pool_backward(const pgeom *g, bp_real *dx, bool fresh, const int32_t
     }
 }
 
+/* Max pooling's dx when the windows are disjoint (stride >= kernel, no low
+ * padding): each input position lies in at most one window, so dx is one
+ * pass over the input rows, dx[i] (+)= dy[w(i)] where window w(i)'s maximum
+ * is at i, and 0 elsewhere: no zeroing pass and no scatter. Parallel over
+ * input rows; full runs of PVL channels compare positions a vector at a time. */
+static bool windows_disjoint(const pgeom *g)
+{
+    for (int d = 0; d < 3; d++)
+        if (g->s[d] < g->k[d] || g->lo[d] != 0) return false;
+    return true;
+}
+
+static void max_backward_disjoint(const pgeom *g, bp_real *dx, bool fresh, const int32_t *arg, const bp_real *dy)
+{
+    const int64_t C = g->C, c_full = C / PVL * PVL, rows = g->B * g->in[0] * g->in[1];
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t i1 = r % g->in[1], t = r / g->in[1], i0 = t % g->in[0], b = t / g->in[0];
+        int64_t o0 = i0 / g->s[0], o1 = i1 / g->s[1];
+        bool covered = i0 % g->s[0] < g->k[0] && o0 < g->out[0] && i1 % g->s[1] < g->k[1] && o1 < g->out[1];
+        bp_real *dxr = dx + r * g->in[2] * C;
+        const int64_t q0 = ((b * g->out[0] + o0) * g->out[1] + o1) * g->out[2];
+        const int64_t row = (i0 * g->in[1] + i1) * g->in[2];
+        for (int64_t i2 = 0; i2 < g->in[2]; i2++) {
+            bp_real *d = dxr + i2 * C;
+            int64_t o2 = i2 / g->s[2];
+            if (!covered || i2 % g->s[2] >= g->k[2] || o2 >= g->out[2]) {
+                if (fresh) memset(d, 0, sizeof(bp_real) * (size_t)C);
+                continue;
+            }
+            const bp_real *dyq = dy + (q0 + o2) * C;
+            const int32_t *aq = arg + (q0 + o2) * C;
+            const pidx pos = (pidx)(row + i2);
+            for (int64_t c0 = 0; c0 < c_full; c0 += PVL) {
+                pvi a;
+                load_idx(&a, aq + c0);
+                pvr v = (pvr)((pvi)*(const pvru *)(dyq + c0) & (a == pos));
+                if (!fresh) v += *(const pvru *)(d + c0);
+                *(pvru *)(d + c0) = v;
+            }
+            for (int64_t c = c_full; c < C; c++) {
+                bp_real v = aq[c] == pos ? dyq[c] : 0;
+                d[c] = fresh ? v : d[c] + v;
+            }
+        }
+    }
+}
+
 typedef struct pool_ctx {
     pgeom g;
     int32_t *arg; /* MaxPool: flat input position of each output's maximum */
@@ -281,7 +329,11 @@ static void pool_ctx_release(void *p) { free(((pool_ctx *)p)->arg); }
 static bp_status pool_op_backward(const bp_ag_backward_args *a)
 {
     const pool_ctx *c = a->ctx;
-    if (a->din[0]) pool_backward(&c->g, bp_tensor_reals(a->din[0]), a->fresh[0], c->arg, bp_tensor_creals(a->dout));
+    if (!a->din[0]) return BP_OK;
+    if (c->g.kind == POOL_MAX && windows_disjoint(&c->g))
+        max_backward_disjoint(&c->g, bp_tensor_reals(a->din[0]), a->fresh[0], c->arg, bp_tensor_creals(a->dout));
+    else
+        pool_backward(&c->g, bp_tensor_reals(a->din[0]), a->fresh[0], c->arg, bp_tensor_creals(a->dout));
     return BP_OK;
 }
 

@@ -8,6 +8,7 @@
 #include <bpc/conv.h>
 #include <bpc/pool.h>
 #include <bpc/dense.h>
+#include <bpc/ops.h>
 
 static int setup(void **state)
 {
@@ -177,33 +178,39 @@ static void test_pool_hand_worked_and_errors(void **state)
 }
 
 /* Max pooling against a brute-force float64 reference on 19 channels (a full
- * run of vector lanes plus a 3-channel tail), overlapping windows with
- * padding, ties (the first position of a window wins the gradient) and NaNs
- * in both parts (they come out and take the gradient). */
-static void test_maxpool_brute_force(void **state)
+ * run of vector lanes plus a 3-channel tail), with ties (the first position of
+ * a window wins the gradient) and NaNs in both parts (they come out and take
+ * the gradient). Backward both into a leaf's gradient that already holds
+ * values (accumulate) and into a fresh buffer (pool(1 * x): write). */
+static void maxpool_case(const int k[3], const int st[3], const int lo[3], const int hi[3], bool fresh)
 {
-    (void)state;
     enum { B = 2, I0 = 5, I1 = 4, I2 = 7, C = 19 };
-    const int k[3] = {3, 2, 3}, st[3] = {2, 1, 2}, lo[3] = {1, 0, 1}, hi[3] = {1, 1, 1};
     bp_mode train = bp_training_mode(B);
     bp_pool_opts po = {.kernel_size = {k[0], k[1], k[2]}, .stride = {st[0], st[1], st[2]},
                        .pad_lo = {lo[0], lo[1], lo[2]}, .pad_hi = {hi[0], hi[1], hi[2]}, .mode = &train};
     bp_node *n;
     BP_OK_OR_FAIL(bp_maxpool_new(&n, 3, &po));
     int64_t xs[5] = {B, I0, I1, I2, C};
-    bp_tensor *x, *gx, *y;
+    bp_tensor *x, *gx, *y, *in;
     BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, xs));
     BP_OK_OR_FAIL(bp_tensor_new(&gx, BP_REAL_DTYPE, 5, xs));
     unsigned seed = 11;
     for (int64_t i = 0; i < x->numel; i++) {
         seed = seed * 1664525u + 1013904223u;
         bp_tensor_set(x, i, (double)(seed >> 28)); /* 16 values: many ties */
+        bp_tensor_set(gx, i, fresh ? 0 : 0.25 * (double)(i % 5));
     }
     const int64_t nan_at[3] = {(((0 * I0 + 2) * I1 + 1) * I2 + 3) * C + 5, (((1 * I0 + 4) * I1 + 3) * I2 + 6) * C + 17,
                                (((1 * I0 + 0) * I1 + 0) * I2 + 0) * C + 0};
     for (int i = 0; i < 3; i++) bp_tensor_set(x, nan_at[i], NAN);
+    double *want_dx = calloc((size_t)x->numel, sizeof(double));
+    for (int64_t i = 0; i < x->numel; i++) want_dx[i] = bp_tensor_get(gx, i);
     BP_OK_OR_FAIL(bp_ag_make_leaf(x, gx));
-    BP_OK_OR_FAIL(bp_node_update(n, x, &y));
+    if (fresh)
+        BP_OK_OR_FAIL(bp_mul_scalar(&in, x, 1.0));
+    else
+        in = bp_tensor_retain(x);
+    BP_OK_OR_FAIL(bp_node_update(n, in, &y));
     int64_t O[3];
     const int64_t I[3] = {I0, I1, I2};
     for (int d = 0; d < 3; d++) O[d] = (I[d] + lo[d] + hi[d] - k[d]) / st[d] + 1;
@@ -212,7 +219,6 @@ static void test_maxpool_brute_force(void **state)
     bp_tensor *dy;
     BP_OK_OR_FAIL(bp_tensor_new(&dy, BP_REAL_DTYPE, 5, ys));
     for (int64_t i = 0; i < dy->numel; i++) bp_tensor_set(dy, i, 1 + (double)(i % 7));
-    double *want_dx = calloc((size_t)x->numel, sizeof(double));
     int64_t q = 0;
     for (int64_t b = 0; b < B; b++)
         for (int64_t o0 = 0; o0 < O[0]; o0++)
@@ -227,12 +233,12 @@ static void test_maxpool_brute_force(void **state)
                             for (int64_t a1 = 0; a1 < k[1]; a1++)
                                 for (int64_t a2 = 0; a2 < k[2]; a2++) {
                                     const int64_t a[3] = {a0, a1, a2};
-                                    bool in = true;
+                                    bool inside = true;
                                     for (int d = 0; d < 3; d++) {
                                         i[d] = o[d] * st[d] - lo[d] + a[d];
-                                        in = in && i[d] >= 0 && i[d] < I[d];
+                                        inside = inside && i[d] >= 0 && i[d] < I[d];
                                     }
-                                    if (!in) continue;
+                                    if (!inside) continue;
                                     int64_t idx = (((b * I0 + i[0]) * I1 + i[1]) * I2 + i[2]) * C + c;
                                     double v = bp_tensor_get(x, idx);
                                     if (at < 0 || (!isnan(best) && (isnan(v) || v > best))) best = v, at = idx;
@@ -245,13 +251,31 @@ static void test_maxpool_brute_force(void **state)
     BP_OK_OR_FAIL(bp_backward_with(y, dy));
     for (int64_t i = 0; i < x->numel; i++)
         if (bp_tensor_get(gx, i) != want_dx[i])
-            fail_msg("dx[%lld] = %g, expected %g", (long long)i, bp_tensor_get(gx, i), want_dx[i]);
+            fail_msg("%s: dx[%lld] = %g, expected %g", fresh ? "fresh" : "accumulated", (long long)i,
+                     bp_tensor_get(gx, i), want_dx[i]);
     free(want_dx);
     bp_tensor_free(dy);
     bp_tensor_free(y);
+    bp_tensor_free(in);
     bp_tensor_free(gx);
     bp_tensor_free(x);
     bp_node_free(n);
+}
+
+static void test_maxpool_brute_force(void **state)
+{
+    (void)state;
+    /* overlapping windows with padding: dx by scatter */
+    const int k1[3] = {3, 2, 3}, s1[3] = {2, 1, 2}, lo1[3] = {1, 0, 1}, hi1[3] = {1, 1, 1};
+    /* disjoint windows (dx in one pass): 2x2x2, then gaps (stride 3 > kernel 2) and
+     * positions no window covers (7 = 3*2 + 1), with high padding clipping the last window */
+    const int k2[3] = {2, 2, 2}, s2[3] = {2, 2, 2}, k3[3] = {2, 1, 2}, s3[3] = {3, 2, 3}, z[3] = {0, 0, 0},
+              hi3[3] = {0, 0, 1};
+    for (int fresh = 0; fresh < 2; fresh++) {
+        maxpool_case(k1, s1, lo1, hi1, fresh);
+        maxpool_case(k2, s2, z, z, fresh);
+        maxpool_case(k3, s3, z, hi3, fresh);
+    }
 }
 
 static void test_dense_flatten_dropout_activations(void **state)
