@@ -12,7 +12,9 @@
  * its output over the OpenMP threads and runs OpenBLAS single-threaded in
  * each. OpenBLAS's own worker threads would otherwise oversubscribe the cores
  * inside a parallel region, and spin (sched_yield) for a while after every
- * call, taking a core from the next OpenMP region. */
+ * call, taking a core from the next OpenMP region. The setting is left at one
+ * thread rather than restored: raising it again wakes the workers, which then
+ * spin until their timeout (README, "Threads"). */
 #include <cblas.h>
 #include <omp.h>
 #include "ag_internal.h"
@@ -28,8 +30,7 @@ static int ld(int64_t x) { return x > 1 ? (int)x : 1; }
 static void gemm_rows(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, const bp_real *A, int lda,
                       const bp_real *B, int ldb, bp_real beta, bp_real *C, int ldc)
 {
-    int prev = openblas_get_num_threads();
-    if (prev != 1) openblas_set_num_threads(1);
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
     int nt = omp_get_max_threads();
     if ((double)M * N * K < 1 << 20 || M < 2 * nt) nt = 1;
 #pragma omp parallel for schedule(static) num_threads(nt)
@@ -38,7 +39,6 @@ static void gemm_rows(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int 
         const bp_real *At = A + (ta == CblasNoTrans ? (int64_t)m0 * lda : m0);
         R_GEMM(CblasRowMajor, ta, tb, m1 - m0, N, K, 1, At, lda, B, ldb, beta, C + (int64_t)m0 * ldc, ldc);
     }
-    if (prev != 1) openblas_set_num_threads(prev);
 }
 
 static bp_status matmul_backward(const bp_ag_backward_args *g)

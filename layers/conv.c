@@ -906,17 +906,10 @@ static bp_status direct_dw1(const dconv *D, bp_real *dw, const bp_real *dy, cons
 }
 
 /* OpenBLAS's own threads inside our OpenMP regions would oversubscribe the
- * cores: run it single-threaded while a region is active. */
-static int blas_threads_off(void)
+ * cores: bpc runs it single-threaded, and leaves it so (as ops_matmul.c). */
+static void blas_single_thread(void)
 {
-    int prev = openblas_get_num_threads();
-    if (prev != 1) openblas_set_num_threads(1);
-    return prev;
-}
-
-static void blas_threads_restore(int prev)
-{
-    if (prev != 1) openblas_set_num_threads(prev);
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
 /* y = conv(x, w) + bias by im2col + GEMM; parallel over (sample, tile) pairs. */
@@ -924,7 +917,7 @@ static bp_status conv_forward_gemm(const geom *g, bp_real *y, const bp_real *x, 
 {
     const int64_t ntiles = (g->Pout + g->P - 1) / g->P, items = g->B * ntiles;
     bp_status st = BP_OK;
-    int prev = blas_threads_off();
+    blas_single_thread();
 #pragma omp parallel
     {
         bp_real *col = bp_alloc_aligned(sizeof(bp_real) * (size_t)(g->P * g->K));
@@ -949,7 +942,6 @@ static bp_status conv_forward_gemm(const geom *g, bp_real *y, const bp_real *x, 
         }
         bp_free_aligned(col);
     }
-    blas_threads_restore(prev);
     return st ? bp_fail(st, "conv: out of memory for the %lld x %lld im2col tile", (long long)g->P, (long long)g->K)
               : BP_OK;
 }
@@ -969,7 +961,7 @@ static bp_status conv_backward_gemm(const geom *g, bp_real *dx, bp_real *dw, con
     int max_threads = omp_get_max_threads();
     bp_real **dw_parts = calloc((size_t)max_threads, sizeof *dw_parts);
     if (!dw_parts) return bp_fail(BP_ENOMEM, "conv backward: out of memory");
-    int prev = blas_threads_off();
+    blas_single_thread();
 #pragma omp parallel num_threads(max_threads)
     {
         bp_real *col = bp_alloc_aligned(tile_bytes);
@@ -1008,7 +1000,6 @@ static bp_status conv_backward_gemm(const geom *g, bp_real *dx, bp_real *dw, con
         bp_free_aligned(col);
         bp_free_aligned(dcol);
     }
-    blas_threads_restore(prev);
     for (int t = 0; t < max_threads; t++) {
         if (dw_parts[t] && !st)
             for (int64_t i = 0; i < g->K * g->Cout; i++) dw[i] += dw_parts[t][i];
