@@ -628,13 +628,29 @@ static inline __attribute__((always_inline)) void load_dy(const bp_real *dr, int
         if (NV > 1) dst[i * NV + 1] = a##i##1; \
     }
 
-/* dw (taps*Cr rows of G*Co) += the per-thread packed sums parts[t], in thread
- * order (so the result depends only on the thread count); frees them. */
-static void add_parts(const dconv *D, bp_real *dw, bp_real **parts, int nparts, bool ok)
+/* The per-thread scratch of the dw kernels: the packed dw, then (bias_off
+ * reals in) the bias gradient's G*Co sums. */
+static int64_t bias_off(const dconv *D) { return D->G * D->nblk * D->taps * D->Cr * 2 * VL; }
+static size_t part_bytes(const dconv *D) { return sizeof(bp_real) * (size_t)(bias_off(D) + D->G * D->Co); }
+
+/* acc[j] += sum over n < npos of dy[n*ldy + j], j < width: the bias gradient
+ * of an output row, read while the dw kernels have it in cache. */
+static void sum_rows(bp_real *restrict acc, const bp_real *restrict dy, int64_t npos, int64_t ldy, int64_t width)
+{
+    for (int64_t n = 0; n < npos; n++)
+        for (int64_t j = 0; j < width; j++) acc[j] += dy[n * ldy + j];
+}
+
+/* dw (taps*Cr rows of G*Co) and dbias (if not NULL) += the per-thread sums
+ * parts[t], in thread order (so the result depends only on the thread
+ * count); frees them. */
+static void add_parts(const dconv *D, bp_real *dw, bp_real *dbias, bp_real **parts, int nparts, bool ok)
 {
     const int64_t bstride = D->taps * D->Cr * 2 * VL;
     for (int t = 0; t < nparts; t++) {
         const bp_real *p = parts[t];
+        if (p && ok && dbias)
+            for (int64_t j = 0; j < D->G * D->Co; j++) dbias[j] += p[bias_off(D) + j];
         if (p && ok)
             for (int64_t g = 0; g < D->G; g++)
                 for (int64_t blk = 0; blk < D->nblk; blk++) {
@@ -708,7 +724,7 @@ static void kdw_any(int nci, int nv, bool full, int64_t ncols, const dw_args *A)
  * geometry D. Parallel over (b, o0, o1 chunk); each thread sums into its own
  * packed buffer (the size of wp), added into dw in thread order afterwards,
  * so the result depends only on the thread count. */
-static bp_status direct_dw(const dconv *D, bp_real *dw, const bp_real *dy, const bp_real *x)
+static bp_status direct_dw(const dconv *D, bp_real *dw, bp_real *dbias, const bp_real *dy, const bp_real *x)
 {
     /* Work items: (b, o0, a chunk of o1 rows); o1 is chunked so that there
      * are a few items per thread even for one sample of a Conv2d/Conv1d. */
@@ -716,7 +732,7 @@ static bp_status direct_dw(const dconv *D, bp_real *dw, const bp_real *dy, const
     int64_t planes = D->B * D->out[0], nch = (8 * (int64_t)max_threads + planes - 1) / planes;
     if (nch > D->out[1]) nch = D->out[1];
     const int64_t items = planes * nch, bstride = D->taps * D->Cr * 2 * VL;
-    const size_t part = sizeof(bp_real) * (size_t)(D->G * D->nblk * bstride);
+    const size_t part = part_bytes(D);
     const int64_t ncb_max = D->Co > VL ? MAXB2 : MAXB1, ncb = (D->Cr + ncb_max - 1) / ncb_max;
     bp_real **parts = calloc((size_t)max_threads, sizeof *parts);
     if (!parts) return BP_ENOMEM;
@@ -739,6 +755,9 @@ static bp_status direct_dw(const dconv *D, bp_real *dw, const bp_real *dy, const
             if (!ok) continue;
             int64_t ch = it % nch, o0 = (it / nch) % D->out[0], b = it / nch / D->out[0];
             int64_t o1a = ch * D->out[1] / nch, o1b = (ch + 1) * D->out[1] / nch;
+            for (int64_t o1 = o1a; o1 < o1b && dbias; o1++)
+                sum_rows(acc + bias_off(D), dy + ((b * D->out[0] + o0) * D->out[1] + o1) * D->out[2] * D->ldy,
+                         D->out[2], D->ldy, D->ldy);
             for (int64_t a = 0; a < D->k[0]; a++) {
                 int64_t i0 = o0 * D->s[0] - D->lo[0] + a * D->d[0];
                 if (i0 < 0 || i0 >= D->in[0]) continue;
@@ -783,7 +802,7 @@ static bp_status direct_dw(const dconv *D, bp_real *dw, const bp_real *dy, const
         }
         free(xr);
     }
-    add_parts(D, dw, parts, max_threads, !st);
+    add_parts(D, dw, dbias, parts, max_threads, !st);
     return st;
 }
 
@@ -842,13 +861,13 @@ static void (*const kdw1_table[])(const dw1_args *) = {KDW1_ALL(KDW1_ROW)};
  * geometry D with Cr = 1. Parallel over output rows (b, o0, o1); per-thread
  * packed sums added in thread order, as in direct_dw. Scratch per thread:
  * k0*k1 + 1 padded rows of Lp reals. */
-static bp_status direct_dw1(const dconv *D, bp_real *dw, const bp_real *dy, const bp_real *x)
+static bp_status direct_dw1(const dconv *D, bp_real *dw, bp_real *dbias, const bp_real *dy, const bp_real *x)
 {
     int max_threads = omp_get_max_threads();
     const int64_t items = D->B * D->out[0] * D->out[1], kab = D->k[0] * D->k[1];
     const int64_t Lp = (D->out[2] - 1) * D->s[2] + (D->k[2] - 1) * D->d[2] + 1, Lps = (Lp + VL - 1) / VL * VL;
     const int64_t bstride = D->taps * 2 * VL;
-    const size_t part = sizeof(bp_real) * (size_t)(D->G * D->nblk * bstride);
+    const size_t part = part_bytes(D);
     bp_real **parts = calloc((size_t)max_threads, sizeof *parts);
     if (!parts) return BP_ENOMEM;
     bp_status st = BP_OK;
@@ -871,6 +890,7 @@ static bp_status direct_dw1(const dconv *D, bp_real *dw, const bp_real *dy, cons
             if (!ok) continue;
             int64_t o1 = it % D->out[1], t = it / D->out[1], o0 = t % D->out[0], b = t / D->out[0];
             const bp_real *dyrow = dy + ((b * D->out[0] + o0) * D->out[1] + o1) * D->out[2] * D->ldy;
+            if (dbias) sum_rows(acc + bias_off(D), dyrow, D->out[2], D->ldy, D->ldy);
             for (int64_t g = 0; g < D->G; g++) {
                 for (int64_t a = 0; a < D->k[0]; a++)
                     for (int64_t bb = 0; bb < D->k[1]; bb++) {
@@ -901,7 +921,7 @@ static bp_status direct_dw1(const dconv *D, bp_real *dw, const bp_real *dy, cons
         free(xt);
         bp_free_aligned(rows);
     }
-    add_parts(D, dw, parts, max_threads, !st);
+    add_parts(D, dw, dbias, parts, max_threads, !st);
     return st;
 }
 
@@ -1091,13 +1111,14 @@ static bp_status conv_dbias(const geom *g, bp_real *dbias, const bp_real *dy)
 static bp_status conv_backward(const geom *g, bp_real *dx, bool dx_fresh, bp_real *dw, bp_real *dbias,
                                const bp_real *dy, const bp_real *x, const bp_real *w)
 {
-    if (dbias) BP_TRY(conv_dbias(g, dbias, dy));
     if (dw && (direct_ok_dw(g) || (g->Cg == 1 && direct_ok_fwd(g)))) {
+        /* the direct dw kernels also sum dbias, from the dy rows they read */
         dconv D = dconv_forward(g);
-        if (g->Cg == 1 ? direct_dw1(&D, dw, dy, x) : direct_dw(&D, dw, dy, x))
+        if (g->Cg == 1 ? direct_dw1(&D, dw, dbias, dy, x) : direct_dw(&D, dw, dbias, dy, x))
             return bp_fail(BP_ENOMEM, "conv backward: out of memory for the dw buffers");
-        dw = NULL;
+        dw = dbias = NULL;
     }
+    if (dbias) BP_TRY(conv_dbias(g, dbias, dy));
     if (dx && direct_ok_dx(g)) {
         dconv D = dconv_dx(g);
         bp_real *wp = pack_weights(&D, w, g->Cg, g->Cout, true);
