@@ -9,6 +9,7 @@
 #include <bpc/autograd.h>
 #include <bpc/batchnorm.h>
 #include <bpc/batchnorm_kernels.h>
+#include <bpc/pool.h>
 
 static void bn_destroy(bp_node *n);
 static bp_status bn_update(bp_node *n, bp_tensor *x, bp_tensor **out);
@@ -236,6 +237,9 @@ typedef struct bn_ctx {
     bp_tensor *stat;     /* fit: invstd (F); eval: running_var copy */
     bp_tensor *scale_f;  /* scale tiled to F, or NULL (no affine) */
     bp_tensor *bias_f;   /* bias tiled to F (only needed by the fused ReLU), or NULL */
+    bool pooled;         /* fused with a max pool: out is pooled, pg and arg describe it */
+    bp_bn_pool3d pg;
+    int32_t *arg;        /* pooled: each output's maximum, as bp_bn_relu_maxpool_forward_train */
 } bn_ctx;
 
 static void bn_ctx_release(void *p)
@@ -245,6 +249,7 @@ static void bn_ctx_release(void *p)
     bp_tensor_free(c->stat);
     bp_tensor_free(c->scale_f);
     bp_tensor_free(c->bias_f);
+    free(c->arg);
 }
 
 /* dst[f] += src[g*C + c] summed over g: folds per-position parameter gradients to (C,). */
@@ -259,12 +264,13 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
     bp_tensor *dx_t = NULL, *ds_t = NULL, *db_t = NULL;
     bp_status st = BP_OK;
     const bp_real *dy = bp_tensor_creals(a->dout), *x = bp_tensor_creals(a->in[0]);
+    const bp_tensor *xt = a->in[0]; /* dx has x's shape (the output's too, unless pooled) */
     bool want_ds = a->n_in > 1 && a->din[1], want_db = a->n_in > 2 && a->din[2];
     const int64_t shapeF[1] = {c->F};
     /* dx goes straight into a fresh gradient buffer; otherwise into scratch,
      * then added to what the buffer holds. */
     bool dx_direct = a->din[0] && a->fresh[0];
-    if (a->din[0] && !dx_direct) st = bp_ag_empty(&dx_t, a->out->ndim, a->out->shape);
+    if (a->din[0] && !dx_direct) st = bp_ag_empty(&dx_t, xt->ndim, xt->shape);
     if (!st && want_ds) st = bp_ag_zeros(&ds_t, 1, shapeF);
     if (!st && want_db) st = bp_ag_zeros(&db_t, 1, shapeF);
     if (!st && (dx_direct || dx_t || ds_t || db_t)) {
@@ -276,11 +282,13 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
         if (c->fit && !dx) {
             /* The training kernels always write dx: give them scratch when only
              * the parameter gradients are wanted (a frozen input). */
-            st = bp_ag_empty(&dx_t, a->out->ndim, a->out->shape);
+            st = bp_ag_empty(&dx_t, xt->ndim, xt->shape);
             dx = dx_t ? bp_tensor_reals(dx_t) : NULL;
         }
         if (!st) {
-            if (c->fit && c->relu)
+            if (c->pooled)
+                st = bp_bn_relu_maxpool_backward_train(dx, ds, db, dy, c->arg, x, m, s, sc, bi, &c->pg, c->C, NULL);
+            else if (c->fit && c->relu)
                 st = bp_bn_relu_backward_train(dx, ds, db, dy, x, m, s, sc, bi, c->M, c->F, NULL);
             else if (c->fit)
                 st = bp_bn_backward_train(dx, ds, db, dy, x, m, s, sc, c->M, c->F, NULL);
@@ -291,7 +299,7 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
         }
         if (!st && a->din[0] && !dx_direct) {
             bp_real *g = bp_tensor_reals(a->din[0]);
-            for (int64_t i = 0; i < a->out->numel; i++) g[i] += dx[i];
+            for (int64_t i = 0; i < xt->numel; i++) g[i] += dx[i];
         }
         if (!st && want_ds) fold_add(bp_tensor_reals(a->din[1]), ds, c->F, c->C);
         if (!st && want_db) fold_add(bp_tensor_reals(a->din[2]), db, c->F, c->C);
@@ -304,6 +312,8 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
 
 static const bp_ag_op bn_op = {
     .name = "BatchNorm", .backward = bn_backward, .release = bn_ctx_release, .overwrites_fresh = true};
+static const bp_ag_op bn_relu_pool_op = {
+    .name = "BatchNorm+ReLU+MaxPool", .backward = bn_backward, .release = bn_ctx_release, .overwrites_fresh = true};
 static const bp_ag_op bn_relu_op = {
     .name = "BatchNorm+ReLU", .backward = bn_backward, .release = bn_ctx_release, .overwrites_fresh = true};
 
@@ -344,7 +354,9 @@ static bp_status tile(bp_tensor **out, const bp_var *v, int64_t F, int64_t C)
     return BP_OK;
 }
 
-static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, bp_tensor **out)
+/* Forward of the layer, with the fused ReLU (relu) and, when pg is not NULL,
+ * the fused max pool of geometry pg (then relu and fit hold). */
+static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, const bp_bn_pool3d *pg, bp_tensor **out)
 {
     bp_batchnorm *bn = (bp_batchnorm *)n;
     const char *who = bp_node_name(n);
@@ -358,9 +370,18 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, bp_tensor **out
                        "training (not available in this build)",
                        who, bn->axis_name);
     const int64_t F = bn->n_features, C = bn->num_features, M = x->numel / F;
-    bn_ctx c = {.M = M, .F = F, .C = C, .eps = bn->epsilon, .fit = fit, .relu = relu};
+    bn_ctx c = {.M = M, .F = F, .C = C, .eps = bn->epsilon, .fit = fit, .relu = relu, .pooled = pg != NULL};
     bp_tensor *y = NULL;
-    bp_status st = bp_ag_empty(&y, x->ndim, x->shape);
+    bp_status st;
+    if (pg) {
+        c.pg = *pg;
+        int64_t ys[5] = {pg->B, pg->out[0], pg->out[1], pg->out[2], C};
+        st = bp_ag_empty(&y, 5, ys);
+        if (!st && !(c.arg = malloc(sizeof(int32_t) * (size_t)y->numel)))
+            st = bp_fail(BP_ENOMEM, "%s: out of memory for the pooling positions", who);
+    } else {
+        st = bp_ag_empty(&y, x->ndim, x->shape);
+    }
     if (!st) st = tile(&c.scale_f, bn->scale, F, C);
     if (!st) st = tile(&c.bias_f, bn->bias, F, C);
     if (!st) st = bp_ag_empty(&c.mean, 1, &F);
@@ -374,8 +395,9 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, bp_tensor **out
         const bp_real *bi = c.bias_f ? bp_tensor_creals(c.bias_f) : NULL;
         if (fit) {
             bp_real *v = bp_tensor_reals(var);
-            st = relu ? bp_bn_relu_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL)
-                      : bp_bn_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL);
+            st = pg     ? bp_bn_relu_maxpool_forward_train(yd, c.arg, m, s, v, xd, sc, bi, pg, C, bn->epsilon, NULL)
+                 : relu ? bp_bn_relu_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL)
+                        : bp_bn_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL);
         } else {
             /* Backward must see the statistics this forward used, even if a later
              * fit step moves the running buffers: keep copies. */
@@ -391,7 +413,7 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, bp_tensor **out
         bp_tensor *in[3] = {x, bn->scale ? bn->scale->value : NULL, bn->bias ? bn->bias->value : NULL};
         int n_in = bn->affine ? 3 : 1;
         if (bp_ag_wants(n_in, in)) {
-            st = bp_ag_record(y, relu ? &bn_relu_op : &bn_op, n_in, in, &c, sizeof c);
+            st = bp_ag_record(y, pg ? &bn_relu_pool_op : relu ? &bn_relu_op : &bn_op, n_in, in, &c, sizeof c);
             c = (bn_ctx){0}; /* the graph owns (or already released) what c pointed to */
         }
     }
@@ -413,7 +435,7 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, bp_tensor **out
 
 static bp_status bn_update(bp_node *n, bp_tensor *x, bp_tensor **out)
 {
-    return bn_forward(n, x, false, out);
+    return bn_forward(n, x, false, NULL, out);
 }
 
 bp_status bp_batchnorm_relu_update(bp_node *n, bp_tensor *x, bp_tensor **out)
@@ -421,5 +443,42 @@ bp_status bp_batchnorm_relu_update(bp_node *n, bp_tensor *x, bp_tensor **out)
     if (!bp_batchnorm_cast(n))
         return bp_fail(BP_EINVAL, "batchnorm_relu_update: %s is not a BatchNorm layer",
                        n ? bp_node_name(n) : "(null)");
-    return bn_forward(n, x, true, out);
+    return bn_forward(n, x, true, NULL, out);
+}
+
+/* The fused pool's geometry, or false when layer, pool and x do not qualify
+ * (see bp_batchnorm_relu_maxpool_update). */
+static bool fusable_pool(const bp_batchnorm *bn, const bp_node *pool, const bp_tensor *x, bp_bn_pool3d *g)
+{
+    if (pool->cls != &bp_maxpool3d_class || bn->ndim != 5 || bn->n_kept != 0 || x->ndim != 5) return false;
+    const bp_pool *p = (const bp_pool *)pool;
+    g->B = x->shape[0];
+    for (int d = 0; d < 3; d++) {
+        g->in[d] = x->shape[1 + d];
+        g->k[d] = p->kernel_size[d];
+        g->s[d] = p->stride[d];
+        int64_t padded = g->in[d] + p->pad_hi[d];
+        if (p->pad_lo[d] != 0 || g->s[d] < g->k[d] || padded < g->k[d]) return false;
+        g->out[d] = (padded - g->k[d]) / g->s[d] + 1; /* as the pool computes it */
+    }
+    return true;
+}
+
+bp_status bp_batchnorm_relu_maxpool_update(bp_node *n, bp_node *pool, bp_tensor *x, bp_tensor **out)
+{
+    bp_batchnorm *bn = bp_batchnorm_cast(n);
+    if (!bn)
+        return bp_fail(BP_EINVAL, "batchnorm_relu_maxpool_update: %s is not a BatchNorm layer",
+                       n ? bp_node_name(n) : "(null)");
+    if (!pool) return bp_fail(BP_EINVAL, "batchnorm_relu_maxpool_update: pool is NULL");
+    if (!out) return bp_fail(BP_EINVAL, "%s: out is NULL", bp_node_name(n));
+    *out = NULL;
+    bp_bn_pool3d g;
+    if (x && bp_share_fit() && !bn_check_input(bn, x) && fusable_pool(bn, pool, x, &g))
+        return bn_forward(n, x, true, &g, out);
+    bp_tensor *h;
+    BP_TRY(bn_forward(n, x, true, NULL, &h));
+    bp_status st = bp_node_update(pool, h, out);
+    bp_tensor_free(h);
+    return st;
 }

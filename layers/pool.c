@@ -10,6 +10,7 @@
 #include <string.h>
 #include <bpc/pool.h>
 #include <bpc/autograd.h>
+#include "lanes.h"
 
 enum { POOL_MAX = 0, POOL_AVG = 1, POOL_ADAPTIVE = 2 };
 
@@ -131,37 +132,6 @@ static inline __attribute__((always_inline)) void max_step(int64_t n, bp_real *r
     }
 }
 
-/* Vectors of 64 bytes over channels, and a flat-position vector of as many
- * lanes with the element width of the comparison masks. */
-#if defined(BP_REAL_DOUBLE)
-typedef int64_t pidx;
-#else
-typedef int32_t pidx;
-#endif
-#define PVL ((int)(64 / sizeof(bp_real)))
-typedef bp_real pvr __attribute__((vector_size(64)));
-typedef bp_real pvru __attribute__((vector_size(64), aligned(sizeof(bp_real)), may_alias));
-typedef pidx pvi __attribute__((vector_size(64)));
-
-/* arg <-> position vectors: one plain copy when the lanes are int32 (float).
- * Vectors go by pointer: by value, 64-byte vectors change the calling
- * convention between builds with and without AVX-512 (GCC's -Wpsabi). */
-static inline __attribute__((always_inline)) void load_idx(pvi *v, const int32_t *a)
-{
-    if (sizeof(pidx) == sizeof(int32_t))
-        memcpy(v, a, sizeof *v);
-    else
-        for (int j = 0; j < PVL; j++) (*v)[j] = a[j];
-}
-
-static inline __attribute__((always_inline)) void store_idx(int32_t *a, const pvi *v)
-{
-    if (sizeof(pidx) == sizeof(int32_t))
-        memcpy(a, v, sizeof *v);
-    else
-        for (int j = 0; j < PVL; j++) a[j] = (int32_t)(*v)[j];
-}
-
 /* Max pooling of one output row (windows [b0, b1) along dims 0 and 1): y and
  * arg of every window start from its first element (ties keep the first),
  * then each input row of the windows is read once, front to back, and folds
@@ -190,9 +160,7 @@ static void max_row(const pgeom *g, const int64_t *b0, const int64_t *b1, const 
                     load_idx(&a, ao + c0);
                     for (int64_t i2 = lo2 + first_row; i2 < hi2; i2++) {
                         pvr xv = *(const pvru *)(xb + (row + i2) * C + c0);
-                        pvi take = (m == m) & ~(xv <= m);
-                        m = (pvr)(((pvi)xv & take) | ((pvi)m & ~take));
-                        a = ((pidx)(row + i2) & take) | (a & ~take);
+                        max_take(&m, &a, &xv, (pidx)(row + i2));
                     }
                     *(pvru *)(yo + c0) = m;
                     store_idx(ao + c0, &a);

@@ -309,6 +309,44 @@ static void test_shared_intermediates(void **state)
         }
 }
 
+/* The fused BatchNorm3d+ReLU+MaxPool3d, fitting on batch statistics, with
+ * disjoint windows (one gap, one uncovered input) and the parameters. */
+typedef struct fused_case {
+    bp_node *bn, *pool;
+} fused_case;
+
+static bp_status run_fused(void *user, int n_in, bp_tensor *const *in, bp_tensor **out)
+{
+    (void)n_in;
+    fused_case *f = user;
+    return bp_batchnorm_relu_maxpool_update(f->bn, f->pool, in[0], out);
+}
+
+static void test_bn_relu_maxpool_fused(void **state)
+{
+    (void)state;
+    fused_case f;
+    BP_OK_OR_FAIL(bp_batchnorm3d_new(&f.bn, 3, NULL));
+    BP_OK_OR_FAIL(bp_maxpool_new(&f.pool, 3, &(bp_pool_opts){.kernel_size = {2, 1, 2}, .stride = {2, 2, 3}}));
+    bp_batchnorm *bn = bp_batchnorm_cast(f.bn);
+    for (int c = 0; c < 3; c++) {
+        bp_tensor_set(bn->scale->value, c, c == 1 ? -0.7 : 0.6 + 0.3 * c);
+        bp_tensor_set(bn->bias->value, c, 0.2 - 0.15 * c);
+    }
+    bp_share_save_fit(true);
+    int64_t xs[5] = {2, 5, 3, 6, 3};
+    bp_tensor *x = random_tensor(5, xs, 53, 1.0, 0.0);
+    bp_tensor *in[3] = {x, bn->scale->value, bn->bias->value};
+    bp_gradcheck_report rep;
+    bp_status st = bp_gradcheck(run_fused, &f, 3, in, NULL, &rep);
+    if (st) fail_msg("%s", bp_last_error());
+    assert_true(rep.passed);
+    assert_true(rep.n_checked >= x->numel);
+    bp_tensor_free(x);
+    bp_node_free(f.bn);
+    bp_node_free(f.pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -318,6 +356,7 @@ int main(void)
         cmocka_unit_test_setup(test_conv1d_2d, setup),
         cmocka_unit_test_setup(test_pool_dense_sequential, setup),
         cmocka_unit_test_setup(test_shared_intermediates, setup),
+        cmocka_unit_test_setup(test_bn_relu_maxpool_fused, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

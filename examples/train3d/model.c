@@ -14,18 +14,18 @@ typedef struct net3d {
 static bp_status net_update(bp_node *n, bp_tensor *x, bp_tensor **out)
 {
     net3d *m = (net3d *)n;
+    /* Each BatchNorm runs fused with the ReLU and the max pool after it (one
+     * op, see bp_batchnorm_relu_maxpool_update); pool NULL: a plain layer. */
     struct {
-        bp_node *layer;
-        bool bn_relu;
-    } steps[] = {{m->conv1, false}, {m->bn1, true}, {m->pool1, false}, {m->conv2, false},
-                 {m->bn2, true},    {m->pool2, false}, {m->conv3, false}, {m->bn3, true},
-                 {m->pool3, false}, {m->gap, false}, {m->flat, false}, {m->fc, false}};
+        bp_node *layer, *pool;
+    } steps[] = {{m->conv1, NULL}, {m->bn1, m->pool1}, {m->conv2, NULL}, {m->bn2, m->pool2}, {m->conv3, NULL},
+                 {m->bn3, m->pool3}, {m->gap, NULL},      {m->flat, NULL},  {m->fc, NULL}};
     bp_tensor *cur = bp_tensor_retain(x);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
         if (!steps[i].layer) continue;
         bp_tensor *next;
-        bp_status st = steps[i].bn_relu ? bp_batchnorm_relu_update(steps[i].layer, cur, &next)
-                                        : bp_node_update(steps[i].layer, cur, &next);
+        bp_status st = steps[i].pool ? bp_batchnorm_relu_maxpool_update(steps[i].layer, steps[i].pool, cur, &next)
+                                     : bp_node_update(steps[i].layer, cur, &next);
         bp_tensor_free(cur);
         if (st) return st;
         cur = next;

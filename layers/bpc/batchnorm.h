@@ -93,6 +93,16 @@ bp_status bp_batchnorm3d_new(bp_node **out, int64_t num_features, const bp_batch
  * updates, errors and gradients as bp_node_update followed by a ReLU. */
 bp_status bp_batchnorm_relu_update(bp_node *n, bp_tensor *x, bp_tensor **out);
 
+/* update(x), ReLU and the MaxPool node `pool` in one op: pool(max(BatchNorm(x),
+ * 0)), the tail of a Conv3d-BatchNorm3d-ReLU-MaxPool3d block, without writing
+ * or reading back the full-size activation. Fused when the layer fits on batch
+ * statistics (shared fit true), is a BatchNorm3d over the default axes, and
+ * pool is a MaxPool3d with disjoint windows (stride >= kernel, no low
+ * padding); otherwise bp_batchnorm_relu_update then bp_node_update(pool). The
+ * output, the running statistics and the errors are those of the two steps
+ * (bit for bit); gradients equal up to the order of summation. */
+bp_status bp_batchnorm_relu_maxpool_update(bp_node *n, bp_node *pool, bp_tensor *x, bp_tensor **out);
+
 /* The node as a bp_batchnorm, or NULL if it is not a BatchNorm. */
 bp_batchnorm *bp_batchnorm_cast(bp_node *n);
 

@@ -116,6 +116,37 @@ bp_status bp_bn_relu_backward_eval(bp_real *dx, bp_real *dscale, bp_real *dbias,
                                    const bp_real *scale, const bp_real *bias, int64_t M,
                                    int64_t C, double eps, void *work);
 
+/* The windows of the 3-D max pooling that follows BatchNorm+ReLU, for the
+ * fused kernels below: x (B, in0, in1, in2, C) -> y (B, out0, out1, out2, C);
+ * window o covers [o*s, min(o*s + k, in)) along each dim. The windows must be
+ * disjoint (k <= s: every input in at most one) and start inside the input
+ * ((out-1)*s < in); M = B*in0*in1*in2. */
+typedef struct bp_bn_pool3d {
+    int64_t B, in[3], out[3], k[3], s[3];
+} bp_bn_pool3d;
+
+/* y = maxpool(relu(bn(x))) with batch statistics: the values of
+ * bp_bn_relu_forward_train followed by max pooling, bit for bit (ties go to
+ * the window's first position, NaN propagates), without writing relu(bn(x)).
+ * arg receives, per output value, the flat position (i0*in1 + i1)*in2 + i2 of
+ * its maximum within the sample. mean, invstd, var (var may be NULL) as
+ * bp_bn_forward_train. Reads x twice; writes y and arg (pooled size). Errors as
+ * bp_bn_forward_train, and BP_EINVAL / BP_ESHAPE for a bad geometry. */
+bp_status bp_bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *mean, bp_real *invstd,
+                                           bp_real *var, const bp_real *x, const bp_real *scale,
+                                           const bp_real *bias, const bp_bn_pool3d *pg, int64_t C,
+                                           double eps, void *work);
+
+/* Backward of bp_bn_relu_maxpool_forward_train from dy (pooled shape): dz is
+ * dy at each window's maximum where bn(x) > 0, 0 elsewhere; then as
+ * bp_bn_backward_train: dx (x's shape) written, dscale and dbias accumulated.
+ * Reads x at the maxima (for the two sums) and once more to write dx. */
+bp_status bp_bn_relu_maxpool_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias,
+                                            const bp_real *dy, const int32_t *arg, const bp_real *x,
+                                            const bp_real *mean, const bp_real *invstd,
+                                            const bp_real *scale, const bp_real *bias,
+                                            const bp_bn_pool3d *pg, int64_t C, void *work);
+
 #ifdef __cplusplus
 }
 #endif
