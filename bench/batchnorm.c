@@ -12,8 +12,10 @@
  * time_pair). PyTorch runs in a child (/usr/bin/python3 bench/batchnorm_torch.py)
  * with the same thread count, for both NCDHW and channels_last_3d. Effective bandwidth
  * uses the byte model of performance-anchors.md: 12, 8 and 20 bytes per element; the
- * "DRAM" column is the fraction of the regular-store triad bandwidth (39.2 GB/s at
- * 1 thread, 46.2 GB/s at 2) it reaches: above 100% part of the data came from L3.
+ * "DRAM" column is the fraction of the regular-store triad bandwidth it reaches, the
+ * triad measured at the start of this run at each thread count (bench_triad_gbs;
+ * performance-anchors.md's Zen 5 gave 39.2 / 46.2 GB/s, a Zen 4 ~22 / ~45): above
+ * 100% part of the data came from L3.
  * "xDNNL", "xNCDHW" and "xCL3d" are speedups: the other's time over bpc's.
  * After each shape it compares bpc's outputs with oneDNN's, and both batch
  * variances with a float64 two-pass reference. */
@@ -25,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 #include <bpc/batchnorm_kernels.h>
+#include "bench_common.h"
 #ifdef BPC_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.h>
 #endif
@@ -398,7 +401,13 @@ int main(int argc, char **argv)
     if (!parse_args(argc, argv, &o)) return 2;
     printf("bpc BatchNorm kernels, float32, %d reps (%s), %d warm-up runs per round\n", o.reps,
            o.use_min ? "minimum" : "median", o.warmup);
-    printf("DRAM bound: regular-store triad 39.2 GB/s (1 thread), 46.2 GB/s (2 threads), performance-anchors.md\n");
+    double triad[8];
+    printf("DRAM bound: regular-store triad measured now:");
+    for (int ti = 0; ti < o.nthreads; ti++) {
+        triad[ti] = bench_triad_gbs(o.threads[ti]);
+        printf(" %.1f GB/s (%d thread%s)", triad[ti], o.threads[ti], o.threads[ti] > 1 ? "s" : "");
+    }
+    printf("\n");
 #ifdef BPC_HAVE_DNNL
     const dnnl_version_t *v = dnnl_version();
     if (o.dnnl) printf("oneDNN %d.%d.%d (ndhwc, forward train / inference with global stats, backward)\n", v->major, v->minor, v->patch);
@@ -451,7 +460,7 @@ int main(int argc, char **argv)
             dn_ok = o.dnnl && dn_setup(&d, s, &b);
             if (o.dnnl && !dn_ok) printf("  oneDNN: setup failed, not measured\n");
 #endif
-            double bw = t == 1 ? 39.2 : 46.2;
+            double bw = triad[ti];
             double ours[N_OPS], dn[N_OPS], tc[2][N_OPS];
             for (int k = 0; k < N_OPS; k++)
 #ifdef BPC_HAVE_DNNL
