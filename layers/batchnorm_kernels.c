@@ -525,25 +525,36 @@ static bp_status train_stats(const char *who, bn_plan *p, bp_real *mean, bp_real
     return BP_OK;
 }
 
+/* The part every training forward shares: checks, plan, workspace (*owned to
+ * free, also after a failure), statistics, and the (mean, alpha, bias)
+ * arrays in p->par. */
+static bp_status train_begin(const char *who, bn_plan *p, void **owned, bp_real *mean, bp_real *invstd,
+                             bp_real *var, const bp_real *x, const bp_real *scale, const bp_real *bias, int64_t M,
+                             int64_t C, double eps, void *work)
+{
+    *owned = NULL;
+    BN_NEED(who, mean);
+    BN_NEED(who, invstd);
+    BN_NEED(who, x);
+    BP_TRY(check_common(who, M, C, 2, work));
+    BP_TRY(check_eps(who, eps));
+    *p = plan_shape(M, C);
+    BP_TRY(plan_workspace(who, p, work, owned));
+    BP_TRY(train_stats(who, p, mean, invstd, var, x, eps));
+    affine_params(p, mean, invstd, scale, bias);
+    return BP_OK;
+}
+
 static bp_status forward_train(const char *who, bp_real *y, bp_real *mean, bp_real *invstd,
                                bp_real *var, const bp_real *x, const bp_real *scale,
                                const bp_real *bias, int64_t M, int64_t C, double eps, void *work,
                                int relu)
 {
     BN_NEED(who, y);
-    BN_NEED(who, mean);
-    BN_NEED(who, invstd);
-    BN_NEED(who, x);
-    BP_TRY(check_common(who, M, C, 2, work));
-    BP_TRY(check_eps(who, eps));
-    bn_plan p = plan_shape(M, C);
+    bn_plan p;
     void *owned;
-    BP_TRY(plan_workspace(who, &p, work, &owned));
-    bp_status st = train_stats(who, &p, mean, invstd, var, x, eps);
-    if (!st) {
-        affine_params(&p, mean, invstd, scale, bias);
-        apply_all(&p, y, x, p.par, p.par + p.lp, p.par + 2 * p.lp, relu, 1);
-    }
+    bp_status st = train_begin(who, &p, &owned, mean, invstd, var, x, scale, bias, M, C, eps, work);
+    if (!st) apply_all(&p, y, x, p.par, p.par + p.lp, p.par + 2 * p.lp, relu, 1);
     free(owned);
     return st;
 }
@@ -1057,19 +1068,12 @@ bp_status bp_bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *me
     const char *who = "bp_bn_relu_maxpool_forward_train";
     BN_NEED(who, y);
     BN_NEED(who, arg);
-    BN_NEED(who, mean);
-    BN_NEED(who, invstd);
-    BN_NEED(who, x);
     BP_TRY(check_pool(who, pg));
     const int64_t M = pg->B * pg->in[0] * pg->in[1] * pg->in[2];
-    BP_TRY(check_common(who, M, C, 2, work));
-    BP_TRY(check_eps(who, eps));
-    bn_plan p = plan_shape(M, C);
+    bn_plan p;
     void *owned;
-    BP_TRY(plan_workspace(who, &p, work, &owned));
-    bp_status st = train_stats(who, &p, mean, invstd, var, x, eps);
+    bp_status st = train_begin(who, &p, &owned, mean, invstd, var, x, scale, bias, M, C, eps, work);
     if (!st) {
-        affine_params(&p, mean, invstd, scale, bias);
         const bp_real *pm = p.par, *pa = p.par + p.lp, *pb = p.par + 2 * p.lp;
         const int64_t rows = pg->B * pg->out[0] * pg->out[1], per_in = pg->in[0] * pg->in[1] * pg->in[2];
 #pragma omp parallel for schedule(static) if (M * C >= BN_PAR_MIN)
