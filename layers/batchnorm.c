@@ -240,6 +240,7 @@ typedef struct bn_ctx {
     bool pooled;         /* fused with a max pool: out is pooled, pg and arg describe it */
     bp_bn_pool3d pg;
     int32_t *arg;        /* pooled: each output's maximum, as bp_bn_relu_maxpool_forward_train */
+    bp_tensor *xa;       /* pooled: the input value at each maximum */
 } bn_ctx;
 
 static void bn_ctx_release(void *p)
@@ -250,6 +251,7 @@ static void bn_ctx_release(void *p)
     bp_tensor_free(c->scale_f);
     bp_tensor_free(c->bias_f);
     free(c->arg);
+    bp_tensor_free(c->xa);
 }
 
 /* dst[f] += src[g*C + c] summed over g: folds per-position parameter gradients to (C,). */
@@ -287,7 +289,8 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
         }
         if (!st) {
             if (c->pooled)
-                st = bp_bn_relu_maxpool_backward_train(dx, ds, db, dy, c->arg, x, m, s, sc, bi, &c->pg, c->C, NULL);
+                st = bp_bn_relu_maxpool_backward_train(dx, ds, db, dy, c->arg, bp_tensor_creals(c->xa), x, m, s, sc,
+                                                       bi, &c->pg, c->C, NULL);
             else if (c->fit && c->relu)
                 st = bp_bn_relu_backward_train(dx, ds, db, dy, x, m, s, sc, bi, c->M, c->F, NULL);
             else if (c->fit)
@@ -379,6 +382,7 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, const bp_bn_poo
         st = bp_ag_empty(&y, 5, ys);
         if (!st && !(c.arg = malloc(sizeof(int32_t) * (size_t)y->numel)))
             st = bp_fail(BP_ENOMEM, "%s: out of memory for the pooling positions", who);
+        if (!st) st = bp_ag_empty(&c.xa, 5, ys);
     } else {
         st = bp_ag_empty(&y, x->ndim, x->shape);
     }
@@ -395,7 +399,8 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, const bp_bn_poo
         const bp_real *bi = c.bias_f ? bp_tensor_creals(c.bias_f) : NULL;
         if (fit) {
             bp_real *v = bp_tensor_reals(var);
-            st = pg     ? bp_bn_relu_maxpool_forward_train(yd, c.arg, m, s, v, xd, sc, bi, pg, C, bn->epsilon, NULL)
+            st = pg     ? bp_bn_relu_maxpool_forward_train(yd, c.arg, bp_tensor_reals(c.xa), m, s, v, xd, sc, bi, pg, C,
+                                                           bn->epsilon, NULL)
                  : relu ? bp_bn_relu_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL)
                         : bp_bn_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL);
         } else {

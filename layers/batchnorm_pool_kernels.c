@@ -47,11 +47,12 @@ static inline bp_real relu_bn(bp_real x, bp_real m, bp_real a, bp_real b)
     return v < 0 ? (bp_real)0 : v;
 }
 
-/* One output row (b, o0, o1) of y = maxpool(relu(bn(x))): each input row of
- * its windows is read once, front to back; full runs of PVL channels keep
- * the running max and its position in registers (as pool.c's max_row). */
+/* One output row (b, o0, o1) of y = maxpool(relu(bn(x))), with the position
+ * (arg) and the input value (xa) of each maximum: each input row of its
+ * windows is read once, front to back; full runs of PVL channels keep the
+ * running max, position and input in registers (as pool.c's max_row). */
 static void pool_apply_row(const bp_bn_pool3d *g, int64_t C, const bp_real *m, const bp_real *a, const bp_real *b,
-                           const bp_real *xb, int64_t o0, int64_t o1, bp_real *y, int32_t *arg)
+                           const bp_real *xb, int64_t o0, int64_t o1, bp_real *y, int32_t *arg, bp_real *xa)
 {
     const int64_t c_full = C / PVL * PVL;
     int64_t lo0, hi0, lo1, hi1;
@@ -66,39 +67,48 @@ static void pool_apply_row(const bp_bn_pool3d *g, int64_t C, const bp_real *m, c
                 pool_window(g, 2, o2, &lo2, &hi2);
                 bp_real *yo = y + o2 * C;
                 int32_t *ao = arg + o2 * C;
+                bp_real *xo = xa + o2 * C;
                 for (int64_t c0 = 0; c0 < c_full; c0 += PVL) {
                     const pvr mv = *(const pvru *)(m + c0), av = *(const pvru *)(a + c0), bv = *(const pvru *)(b + c0);
-                    pvr mx;
+                    pvr mx, xm;
                     pvi ix;
                     int64_t i2 = lo2;
                     if (first) { /* the window's first element starts it */
-                        pvr v = (*(const pvru *)(xb + (row + i2) * C + c0) - mv) * av + bv;
+                        xm = *(const pvru *)(xb + (row + i2) * C + c0);
+                        pvr v = (xm - mv) * av + bv;
                         mx = (pvr)((pvi)v & ~(v < 0));
                         ix = (pvi){0} + (pidx)(row + i2);
                         i2++;
                     } else {
                         mx = *(const pvru *)(yo + c0);
+                        xm = *(const pvru *)(xo + c0);
                         load_idx(&ix, ao + c0);
                     }
                     for (; i2 < hi2; i2++) {
-                        pvr v = (*(const pvru *)(xb + (row + i2) * C + c0) - mv) * av + bv;
+                        pvr xv = *(const pvru *)(xb + (row + i2) * C + c0), v = (xv - mv) * av + bv;
                         v = (pvr)((pvi)v & ~(v < 0));
-                        max_take(&mx, &ix, &v, (pidx)(row + i2));
+                        pvi take = (mx == mx) & ~(v <= mx); /* as max_take, also carrying x */
+                        mx = (pvr)(((pvi)v & take) | ((pvi)mx & ~take));
+                        xm = (pvr)(((pvi)xv & take) | ((pvi)xm & ~take));
+                        ix = ((pidx)(row + i2) & take) | (ix & ~take);
                     }
                     *(pvru *)(yo + c0) = mx;
+                    *(pvru *)(xo + c0) = xm;
                     store_idx(ao + c0, &ix);
                 }
                 for (int64_t c = c_full; c < C; c++) {
                     int64_t i2 = lo2;
                     if (first) {
-                        yo[c] = relu_bn(xb[(row + i2) * C + c], m[c], a[c], b[c]);
+                        xo[c] = xb[(row + i2) * C + c];
+                        yo[c] = relu_bn(xo[c], m[c], a[c], b[c]);
                         ao[c] = (int32_t)(row + i2);
                         i2++;
                     }
                     for (; i2 < hi2; i2++) {
-                        bp_real v = relu_bn(xb[(row + i2) * C + c], m[c], a[c], b[c]), cur = yo[c];
+                        bp_real xv = xb[(row + i2) * C + c], v = relu_bn(xv, m[c], a[c], b[c]), cur = yo[c];
                         bool take = (cur == cur) & !(v <= cur);
                         yo[c] = take ? v : cur;
+                        xo[c] = take ? xv : xo[c];
                         ao[c] = take ? (int32_t)(row + i2) : ao[c];
                     }
                 }
@@ -106,13 +116,14 @@ static void pool_apply_row(const bp_bn_pool3d *g, int64_t C, const bp_real *m, c
         }
 }
 
-bp_status bp_bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *mean, bp_real *invstd, bp_real *var,
+bp_status bp_bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *xa, bp_real *mean, bp_real *invstd, bp_real *var,
                                            const bp_real *x, const bp_real *scale, const bp_real *bias,
                                            const bp_bn_pool3d *pg, int64_t C, double eps, void *work)
 {
     const char *who = "bp_bn_relu_maxpool_forward_train";
     BN_NEED(who, y);
     BN_NEED(who, arg);
+    BN_NEED(who, xa);
     BP_TRY(check_pool(who, pg));
     const int64_t M = pg->B * pg->in[0] * pg->in[1] * pg->in[2];
     bn_plan p;
@@ -125,7 +136,7 @@ bp_status bp_bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *me
         for (int64_t r = 0; r < rows; r++) {
             int64_t o1 = r % pg->out[1], t = r / pg->out[1], o0 = t % pg->out[0], b = t / pg->out[0];
             pool_apply_row(pg, C, pm, pa, pb, x + b * per_in * C, o0, o1, y + r * pg->out[2] * C,
-                           arg + r * pg->out[2] * C);
+                           arg + r * pg->out[2] * C, xa + r * pg->out[2] * C);
         }
     }
     free(owned);
@@ -133,7 +144,8 @@ bp_status bp_bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *me
 }
 
 bp_status bp_bn_relu_maxpool_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_real *dy,
-                                            const int32_t *arg, const bp_real *x, const bp_real *mean,
+                                            const int32_t *arg, const bp_real *xa, const bp_real *x,
+                                            const bp_real *mean,
                                             const bp_real *invstd, const bp_real *scale, const bp_real *bias,
                                             const bp_bn_pool3d *pg, int64_t C, void *work)
 {
@@ -141,6 +153,7 @@ bp_status bp_bn_relu_maxpool_backward_train(bp_real *dx, bp_real *dscale, bp_rea
     BN_NEED(who, dx);
     BN_NEED(who, dy);
     BN_NEED(who, arg);
+    BN_NEED(who, xa);
     BN_NEED(who, x);
     BN_NEED(who, mean);
     BN_NEED(who, invstd);
@@ -153,20 +166,19 @@ bp_status bp_bn_relu_maxpool_backward_train(bp_real *dx, bp_real *dscale, bp_rea
     BP_TRY(bp__bn_plan_workspace(who, &p, work, &owned));
     bp__bn_affine_params(&p, mean, invstd, scale, bias);
     const bp_real *pm = p.par, *pa = p.par + p.lp, *pb = p.par + 2 * p.lp;
-    /* Sums over the windows' maxima, dz = dy there where bn(x) > 0: chunks of
-     * output positions fixed by the shape, summed in chunk order. */
+    /* Sums over the windows' maxima, dz = dy there where bn(x) > 0, from the
+     * maxima's inputs xa that the forward kept (pooled size, read in order):
+     * chunks of output positions fixed by the shape, summed in chunk order. */
 #pragma omp parallel for schedule(static) if (M * C >= BN_PAR_MIN)
     for (int64_t ch = 0; ch < p.nchunks; ch++) {
         double *s1 = p.acc0 + ch * C, *s2 = p.acc1 + ch * C;
         for (int64_t c = 0; c < C; c++) s1[c] = s2[c] = 0.0;
         for (int64_t q = Q * ch / p.nchunks; q < Q * (ch + 1) / p.nchunks; q++) {
-            const bp_real *xb = x + q / per_out * per_in * C, *dyq = dy + q * C;
-            const int32_t *aq = arg + q * C;
+            const bp_real *xq = xa + q * C, *dyq = dy + q * C;
             for (int64_t c = 0; c < C; c++) {
-                bp_real xv = xb[(int64_t)aq[c] * C + c];
-                if (!(bn_affine(xv, pm[c], pa[c], pb[c]) > 0)) continue;
-                s1[c] += (double)dyq[c];
-                s2[c] += (double)dyq[c] * (double)(xv - pm[c]);
+                bool on = bn_affine(xq[c], pm[c], pa[c], pb[c]) > 0;
+                s1[c] += on ? (double)dyq[c] : 0.0;
+                s2[c] += on ? (double)dyq[c] * (double)(xq[c] - pm[c]) : 0.0;
             }
         }
     }

@@ -129,20 +129,23 @@ typedef struct bp_bn_pool3d {
  * bp_bn_relu_forward_train followed by max pooling, bit for bit (ties go to
  * the window's first position, NaN propagates), without writing relu(bn(x)).
  * arg receives, per output value, the flat position (i0*in1 + i1)*in2 + i2 of
- * its maximum within the sample. mean, invstd, var (var may be NULL) as
- * bp_bn_forward_train. Reads x twice; writes y and arg (pooled size). Errors as
- * bp_bn_forward_train, and BP_EINVAL / BP_ESHAPE for a bad geometry. */
-bp_status bp_bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *mean, bp_real *invstd,
+ * its maximum within the sample, and xa the input value there (for backward).
+ * mean, invstd, var (var may be NULL) as bp_bn_forward_train. Reads x twice;
+ * writes y, arg and xa (pooled size). Errors as bp_bn_forward_train, and
+ * BP_EINVAL / BP_ESHAPE for a bad geometry. */
+bp_status bp_bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *xa, bp_real *mean, bp_real *invstd,
                                            bp_real *var, const bp_real *x, const bp_real *scale,
                                            const bp_real *bias, const bp_bn_pool3d *pg, int64_t C,
                                            double eps, void *work);
 
-/* Backward of bp_bn_relu_maxpool_forward_train from dy (pooled shape): dz is
- * dy at each window's maximum where bn(x) > 0, 0 elsewhere; then as
- * bp_bn_backward_train: dx (x's shape) written, dscale and dbias accumulated.
- * Reads x at the maxima (for the two sums) and once more to write dx. */
+/* Backward of bp_bn_relu_maxpool_forward_train from dy (pooled shape), with
+ * its arg and xa: dz is dy at each window's maximum where bn(x) > 0, 0
+ * elsewhere; then as bp_bn_backward_train: dx (x's shape) written, dscale and
+ * dbias accumulated. Reads the pooled arrays for the two sums, then x once to
+ * write dx. */
 bp_status bp_bn_relu_maxpool_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias,
-                                            const bp_real *dy, const int32_t *arg, const bp_real *x,
+                                            const bp_real *dy, const int32_t *arg, const bp_real *xa,
+                                            const bp_real *x,
                                             const bp_real *mean, const bp_real *invstd,
                                             const bp_real *scale, const bp_real *bias,
                                             const bp_bn_pool3d *pg, int64_t C, void *work);
