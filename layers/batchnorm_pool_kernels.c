@@ -11,9 +11,10 @@
  *
  * The conv-net block's tail in two passes over x instead of five: the
  * statistics pass, then one pass that normalises, rectifies and pools, so
- * relu(bn(x)) is never written nor read back; backward reads x where the
- * windows have their maxima (for the two sums), then once more to write dx,
- * and never builds the full-size gradient of relu(bn(x)). The values are the
+ * relu(bn(x)) is never written nor read back; backward takes the two sums
+ * from the pooled-size input values at the maxima that the forward kept,
+ * reads x once to write dx, and never builds the full-size gradient of
+ * relu(bn(x)). The values are the
  * ones bp_bn_relu_forward_train + max pooling compute: the same bn_affine
  * expression, ReLU as v < 0 ? 0 : v, ties to the first position, NaN kept. */
 

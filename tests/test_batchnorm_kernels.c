@@ -779,28 +779,32 @@ static void test_errors(void **s)
 #endif
 }
 
+/* The suite, in both flavours (test_batchnorm_kernels_f64.c includes this file). */
+#define BNK_TESTS \
+    cmocka_unit_test(test_torch_bn1d_c5), \
+    cmocka_unit_test(test_torch_bn1d_2d_c3), \
+    cmocka_unit_test(test_torch_bn1d_c1), \
+    cmocka_unit_test(test_torch_bn2d_c19), \
+    cmocka_unit_test(test_torch_bn2d_c16), \
+    cmocka_unit_test(test_torch_bn3d_c5), \
+    cmocka_unit_test(test_torch_bn3d_c1), \
+    cmocka_unit_test(test_torch_bn3d_c19_n1), \
+    cmocka_unit_test(test_hand_worked_train), \
+    cmocka_unit_test(test_hand_worked_eval), \
+    cmocka_unit_test(test_stable_variance), \
+    cmocka_unit_test(test_constant_channel), \
+    cmocka_unit_test(test_reference_shapes), \
+    cmocka_unit_test(test_relu_fusion), \
+    cmocka_unit_test(test_threads_bitwise), \
+    cmocka_unit_test(test_inplace_and_workspace), \
+    cmocka_unit_test(test_streaming_stores_match), \
+    cmocka_unit_test(test_errors),
+
 #ifndef BNK_NO_MAIN
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_torch_bn1d_c5),
-        cmocka_unit_test(test_torch_bn1d_2d_c3),
-        cmocka_unit_test(test_torch_bn1d_c1),
-        cmocka_unit_test(test_torch_bn2d_c19),
-        cmocka_unit_test(test_torch_bn2d_c16),
-        cmocka_unit_test(test_torch_bn3d_c5),
-        cmocka_unit_test(test_torch_bn3d_c1),
-        cmocka_unit_test(test_torch_bn3d_c19_n1),
-        cmocka_unit_test(test_hand_worked_train),
-        cmocka_unit_test(test_hand_worked_eval),
-        cmocka_unit_test(test_stable_variance),
-        cmocka_unit_test(test_constant_channel),
-        cmocka_unit_test(test_reference_shapes),
-        cmocka_unit_test(test_relu_fusion),
-        cmocka_unit_test(test_threads_bitwise),
-        cmocka_unit_test(test_inplace_and_workspace),
-        cmocka_unit_test(test_streaming_stores_match),
-        cmocka_unit_test(test_errors),
+        BNK_TESTS
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
