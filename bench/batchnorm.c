@@ -8,7 +8,7 @@
  *
  * Every time is the median (--min: the minimum) of --reps runs after --warmup runs,
  * on buffers allocated and written once before timing, so no timed run page-faults
- * (performance-anchors.md, trap 2). bpc and oneDNN take turns in five rounds (see
+ * (performance-anchors.md, trap 2). bpc and oneDNN take turns in --rounds rounds (see
  * time_pair). PyTorch runs in a child (/usr/bin/python3 bench/batchnorm_torch.py)
  * with the same thread count, for both NCDHW and channels_last_3d. Effective bandwidth
  * uses the byte model of performance-anchors.md: 12, 8 and 20 bytes per element; the
@@ -37,7 +37,6 @@
 #endif
 
 enum { OP_FWD_TRAIN, OP_FWD_EVAL, OP_BWD, N_OPS };
-#define BENCH_ROUNDS 5 /* turns bpc and oneDNN take at each op (see time_pair) */
 static const char *const op_names[N_OPS] = {"forward train", "forward eval", "backward train"};
 static const char *const op_keys[N_OPS] = {"fwd_train", "fwd_eval", "bwd"};
 static const double op_bytes[N_OPS] = {12, 8, 20}; /* bytes per element in the byte model */
@@ -46,11 +45,15 @@ typedef struct shape {
     int n, c, d, h, w;
 } shape;
 
-static const shape shapes[] = {{8, 32, 32, 32, 32}, {16, 64, 16, 16, 16}, {4, 16, 64, 64, 64}};
+static const shape default_shapes[] = {{8, 32, 32, 32, 32}, {16, 64, 16, 16, 16}, {4, 16, 64, 64, 64}};
 
+#define MAX_SHAPES 8
 typedef struct opts {
     int reps, warmup, torch, dnnl, use_min;
+    int rounds; /* turns bpc and oneDNN take at each op (see time_pair) */
     int threads[8], nthreads;
+    shape shapes[MAX_SHAPES]; /* the default three unless --shape is given */
+    int nshapes;
 } opts;
 
 static double now_ms(void)
@@ -253,7 +256,7 @@ static double rel_diff(const float *a, const float *b, size_t n)
 
 /* ------------------------------------------------------------------ timing */
 
-/* Times bpc's op and, when d is given, oneDNN's: BENCH_ROUNDS rounds, each of which
+/* Times bpc's op and, when d is given, oneDNN's: o->rounds rounds, each of which
  * runs --warmup untimed and then a share of the --reps timed runs of bpc, then the
  * same for oneDNN. Each library is timed in its own steady state (what a run of the same
  * op leaves in cache: a streaming-store kernel leaves its input in L3 for the next
@@ -267,9 +270,9 @@ static void time_pair(bufs *b, void *d, int op, const opts *o, double *ours, dou
 {
     double tb[256], td[256];
     int nb = 0, nd = 0;
-    const int per = (o->reps + BENCH_ROUNDS - 1) / BENCH_ROUNDS;
+    const int per = (o->reps + o->rounds - 1) / o->rounds;
     *ours = *theirs = NAN;
-    for (int round = 0; round < BENCH_ROUNDS; round++) {
+    for (int round = 0; round < o->rounds; round++) {
         for (int i = 0; i < o->warmup; i++) run_bpc(b, op);
         for (int i = 0; i < per && nb < o->reps; i++) {
             double t0 = now_ms();
@@ -329,13 +332,18 @@ static void run_torch(const shape *s, int threads, const opts *o, double ms[2][N
 
 static void usage(const char *argv0)
 {
-    printf("usage: %s [--reps N] [--warmup N] [--threads LIST] [--quick] [--min] [--no-torch] [--no-onednn]\n"
+    printf("usage: %s [--reps N] [--warmup N] [--rounds N] [--threads LIST] [--shape N,C,D,H,W]... [--quick] [--min]\n"
+           "          [--no-torch] [--no-onednn]\n"
            "Times bpc's BatchNorm kernels (forward train, forward eval, backward train) on\n"
            "8x32x32^3, 16x64x16^3 and 4x16x64^3 (N x C x D x H x W) beside oneDNN's ndhwc batch\n"
            "normalization and PyTorch 1.13 (NCDHW and channels_last_3d), all in this run.\n"
            "  --reps N       timed repetitions per measurement, median reported (default 15, max 255)\n"
            "  --warmup N     untimed runs before each round of timed ones (default 2)\n"
+           "  --rounds N     turns bpc and oneDNN take at each op, reps split between them\n"
+           "                 (default 5; more rounds share a fluctuating load more evenly)\n"
            "  --threads LIST comma-separated OpenMP thread counts (default 1,2)\n"
+           "  --shape S      time this N,C,D,H,W shape instead of the three above (repeat\n"
+           "                 for several, at most 8)\n"
            "  --quick        5 reps, 1 warm-up: a smoke run, numbers are noisier\n"
            "  --min          report the fastest rep instead of the median (for a machine\n"
            "                 shared with other work, where the median measures the load)\n"
@@ -346,7 +354,7 @@ static void usage(const char *argv0)
 
 static int parse_args(int argc, char **argv, opts *o)
 {
-    *o = (opts){15, 2, 1, 1, 0, {1, 2}, 2};
+    *o = (opts){15, 2, 1, 1, 0, 5, {1, 2}, 2, {{0}}, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -363,8 +371,23 @@ static int parse_args(int argc, char **argv, opts *o)
             o->dnnl = 0;
         } else if (!strcmp(a, "--reps") && i + 1 < argc) {
             o->reps = atoi(argv[++i]);
+        } else if (!strcmp(a, "--rounds") && i + 1 < argc) {
+            o->rounds = atoi(argv[++i]);
         } else if (!strcmp(a, "--warmup") && i + 1 < argc) {
             o->warmup = atoi(argv[++i]);
+        } else if (!strcmp(a, "--shape") && i + 1 < argc) {
+            shape *sh = &o->shapes[o->nshapes];
+            char end;
+            if (o->nshapes == MAX_SHAPES ||
+                sscanf(argv[++i], "%d,%d,%d,%d,%d%c", &sh->n, &sh->c, &sh->d, &sh->h, &sh->w, &end) != 5 ||
+                sh->n < 1 || sh->c < 1 || sh->d < 1 || sh->h < 1 || sh->w < 1 ||
+                (double)sh->n * sh->d * sh->h * sh->w < 2 ||
+                (double)sh->n * sh->c * sh->d * sh->h * sh->w * 4 > 4e9) {
+                fprintf(stderr, "--shape wants N,C,D,H,W: positive, more than one value per channel, "
+                                "at most 1e9 elements and 8 shapes; got %s\n", argv[i]);
+                return 0;
+            }
+            o->nshapes++;
         } else if (!strcmp(a, "--threads") && i + 1 < argc) {
             o->nthreads = 0;
             for (char *tok = strtok(argv[++i], ","); tok && o->nthreads < 8; tok = strtok(NULL, ","))
@@ -375,9 +398,15 @@ static int parse_args(int argc, char **argv, opts *o)
             return 0;
         }
     }
-    if (o->reps < 1 || o->reps > 255 || o->warmup < 0 || o->nthreads < 1) {
-        fprintf(stderr, "need 1 <= reps <= 255, warmup >= 0 and at least one thread count\n");
+    if (o->reps < 1 || o->reps > 255 || o->warmup < 0 || o->nthreads < 1 || o->rounds < 1 ||
+        o->rounds > o->reps) {
+        fprintf(stderr, "need 1 <= reps <= 255, 1 <= rounds <= reps, warmup >= 0 and at least one "
+                        "thread count\n");
         return 0;
+    }
+    if (o->nshapes == 0) {
+        memcpy(o->shapes, default_shapes, sizeof default_shapes);
+        o->nshapes = (int)(sizeof default_shapes / sizeof default_shapes[0]);
     }
     for (int i = 0; i < o->nthreads; i++)
         if (o->threads[i] < 1) {
@@ -418,8 +447,8 @@ int main(int argc, char **argv)
 #endif
     if (!o.torch) printf("PyTorch: skipped (--no-torch)\n");
 
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        const shape *s = &shapes[si];
+    for (int si = 0; si < o.nshapes; si++) {
+        const shape *s = &o.shapes[si];
         bufs b;
         b.C = s->c;
         b.M = (int64_t)s->n * s->d * s->h * s->w;
