@@ -328,8 +328,8 @@ static bp_status bn_check_input(const bp_batchnorm *bn, const bp_tensor *x)
     char s[128];
     if (!x) return bp_fail(BP_EINVAL, "%s: input is NULL", who);
     if (x->ndim != bn->ndim)
-        return bp_fail(BP_ESHAPE, "%s: expected %dD input %s (got %dD input of shape %s)", who, bn->ndim,
-                       layouts[bn->ndim], x->ndim, bp_shape_str(s, sizeof s, x->ndim, x->shape));
+        return bp_fail(BP_ESHAPE, "%s: expected %dD input (got %dD input): layout %s, got shape %s", who, bn->ndim,
+                       x->ndim, layouts[bn->ndim], bp_shape_str(s, sizeof s, x->ndim, x->shape));
     if (x->shape[x->ndim - 1] != bn->num_features)
         return bp_fail(BP_ESHAPE, "%s: expected %lld channels in the last axis of %s, got %lld (input shape %s)",
                        who, (long long)bn->num_features, layouts[bn->ndim], (long long)x->shape[x->ndim - 1],
@@ -413,7 +413,22 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, const bp_bn_poo
         }
         if (st) st = bp_fail(st, "%s: %s", who, bp_last_error());
     }
-    bp_tensor *mean_keep = fit && !st ? bp_tensor_retain(c.mean) : NULL;
+    /* The running statistics' next values, computed (and checked: a huge
+     * variance can overflow) before anything is recorded, stored once nothing
+     * can fail any more, so a failed update leaves the layer as it was. */
+    bp_tensor *next = NULL;
+    if (!st && fit) {
+        int64_t two_f = 2 * F;
+        st = bp_ag_empty(&next, 1, &two_f);
+        if (!st) {
+            bp_real *nm = bp_tensor_reals(next);
+            memcpy(nm, bp_tensor_creals(bn->running_mean->value), sizeof(bp_real) * (size_t)F);
+            memcpy(nm + F, bp_tensor_creals(bn->running_var->value), sizeof(bp_real) * (size_t)F);
+            st = bp_bn_update_running(nm, nm + F, bp_tensor_creals(c.mean), bp_tensor_creals(var), M, F,
+                                      bn->momentum);
+            if (st) st = bp_fail(st, "%s: %s", who, bp_last_error());
+        }
+    }
     if (!st) {
         bp_tensor *in[3] = {x, bn->scale ? bn->scale->value : NULL, bn->bias ? bn->bias->value : NULL};
         int n_in = bn->affine ? 3 : 1;
@@ -422,12 +437,12 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, const bp_bn_poo
             c = (bn_ctx){0}; /* the graph owns (or already released) what c pointed to */
         }
     }
-    /* The running statistics move last, once nothing can fail any more, so a
-     * failed update leaves the layer as it was. */
-    if (!st && fit)
-        st = bp_bn_update_running(bp_tensor_reals(bn->running_mean->value), bp_tensor_reals(bn->running_var->value),
-                                  bp_tensor_creals(mean_keep), bp_tensor_creals(var), M, F, bn->momentum);
-    bp_tensor_free(mean_keep);
+    if (!st && fit) {
+        const bp_real *nm = bp_tensor_creals(next);
+        memcpy(bp_tensor_reals(bn->running_mean->value), nm, sizeof(bp_real) * (size_t)F);
+        memcpy(bp_tensor_reals(bn->running_var->value), nm + F, sizeof(bp_real) * (size_t)F);
+    }
+    bp_tensor_free(next);
     bp_tensor_free(var);
     bn_ctx_release(&c);
     if (st) {

@@ -31,7 +31,7 @@
  * 20 B (read x and dy for the two sums, read both again and write dx), eval
  * backward 12 B (one pass). The second pass walks the chunks in reverse (rows
  * forward inside each, for the prefetchers), so the rows the first pass touched
- * last, still in cache, are read first. Outputs of 24 MiB and more are written
+ * last, still in cache, are read first. Outputs of 16 MiB and more are written
  * with streaming stores (see BN_STREAM_MIN_BYTES). */
 #include <math.h>
 #include <stdbool.h>
@@ -561,6 +561,19 @@ bp_status bp_bn_update_running(bp_real *running_mean, bp_real *running_var, cons
     if (!(momentum >= 0.0 && momentum <= 1.0))
         return bp_fail(BP_EINVAL, "%s: expected momentum in [0, 1], got %g", who, momentum);
     const double bessel = (double)M / (double)(M - 1);
+    /* All channels are checked before any is stored: a biased variance near the
+     * float maximum can overflow once multiplied by M/(M-1), and a running
+     * statistic that turned Inf would poison every later eval forward. */
+    for (int64_t c = 0; c < C; c++) {
+        bp_real rm = (bp_real)(momentum * running_mean[c] + (1.0 - momentum) * (double)mean[c]);
+        bp_real rv = (bp_real)(momentum * running_var[c] + (1.0 - momentum) * ((double)var[c] * bessel));
+        if (!isfinite(rm) || !isfinite(rv))
+            return bp_fail(BP_ENUMERIC,
+                           "%s: channel %lld's running statistics would become non-finite (mean %g, "
+                           "var %g from batch mean %g, biased var %g, M = %lld); nothing was updated",
+                           who, (long long)c, (double)rm, (double)rv, (double)mean[c], (double)var[c],
+                           (long long)M);
+    }
     for (int64_t c = 0; c < C; c++) {
         running_mean[c] =
             (bp_real)(momentum * running_mean[c] + (1.0 - momentum) * (double)mean[c]);

@@ -600,7 +600,7 @@ static void test_inplace_and_workspace(void **s)
     free(x); free(dy); free(y); free(yi); free(dx); free(dyi); free(work);
 }
 
-/* Outputs of 24 MiB and more are written with streaming stores when they are
+/* Outputs of 16 MiB and more are written with streaming stores when they are
  * vector-aligned; the same call on a misaligned output takes the plain path.
  * Both must give the same bits (same roundings, no FMA contraction). */
 static void test_streaming_stores_match(void **s)
@@ -699,6 +699,26 @@ static void test_errors(void **s)
     BP_EXPECT_ERR(bp_bn_update_running(rm, NULL, mean, var, 4, 3, 0.9), BP_EINVAL, "running_var is NULL");
     BP_EXPECT_ERR(bp_bn_update_running(rm, rv, NULL, var, 4, 3, 0.9), BP_EINVAL, "mean is NULL");
     BP_EXPECT_ERR(bp_bn_update_running(rm, rv, mean, NULL, 4, 3, 0.9), BP_EINVAL, "var is NULL");
+    {
+        /* A finite biased variance near the maximum overflows once multiplied by
+         * M/(M-1) = 2: an error naming the channel, and no channel is updated
+         * (channel 0 would have been fine). */
+        const bp_real big = IS_F32 ? (bp_real)3e38 : (bp_real)1.5e308;
+        bp_real bm[3] = {1, 2, 3}, bv[3] = {4, 5, big}, orm[3] = {7, 8, 9}, orv[3] = {10, 11, 12};
+        BP_EXPECT_ERR(bp_bn_update_running(orm, orv, bm, bv, 2, 3, 0.0), BP_ENUMERIC,
+                      "bp_bn_update_running: channel 2's running statistics would become non-finite");
+        for (int c = 0; c < 3; c++) {
+            assert_true(orm[c] == (bp_real)(7 + c));
+            assert_true(orv[c] == (bp_real)(10 + c));
+        }
+        /* in float32 the update runs in double, so with momentum 0.5 the same
+         * variance halves back into range before rounding: accepted */
+        if (IS_F32) {
+            BP_OK_OR_FAIL(bp_bn_update_running(orm, orv, bm, bv, 2, 3, 0.5));
+            assert_true(isfinite(orv[2]) && orv[2] > big / 2);
+            assert_true(orv[0] == (bp_real)(0.5 * 10 + 0.5 * 4 * 2));
+        }
+    }
     BP_EXPECT_ERR(bp_bn_forward_eval(NULL, x, rm, rv, NULL, NULL, 4, 3, eps, NULL), BP_EINVAL, "y is NULL");
     BP_EXPECT_ERR(bp_bn_forward_eval(y, NULL, rm, rv, NULL, NULL, 4, 3, eps, NULL), BP_EINVAL, "x is NULL");
     BP_EXPECT_ERR(bp_bn_relu_forward_eval(y, x, NULL, rv, NULL, NULL, 4, 3, eps, NULL), BP_EINVAL,

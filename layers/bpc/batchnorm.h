@@ -20,7 +20,15 @@
  * bias, scale (TrainVar in TrainingMode, Variable in BatchingMode; only when
  * affine). Improvements over BrainPy 2.8.2: statistics are computed stably (not
  * E[x^2] - E[x]^2); a single value per channel while fitting is an error;
- * NaN/Inf statistics are an error, not stored; every check is an error code. */
+ * NaN/Inf statistics are an error, not stored; every check is an error code.
+ *
+ * The statistics are those of one call's batch. Gradient accumulation over
+ * micro-batches (several small updates, one optimizer step) therefore
+ * normalises with micro-batch statistics, which are noisier than the full
+ * batch's and move the running statistics once per micro-batch: keep each
+ * call's batch large enough per channel, or freeze BatchNorm (eval) to fine-tune.
+ * There is no num_batches_tracked / cumulative-average mode (PyTorch's
+ * momentum=None); momentum is always an exponential retention factor. */
 #ifndef BPC_BATCHNORM_H
 #define BPC_BATCHNORM_H
 
@@ -31,6 +39,9 @@
 extern "C" {
 #endif
 
+/* The node classes (n->cls == &bp_batchnorm3d_class tells a BatchNorm3d); their
+ * names "BatchNorm1d", "BatchNorm2d", "BatchNorm3d" prefix the automatic
+ * instance names, e.g. "BatchNorm3d0". */
 extern const bp_node_class bp_batchnorm1d_class;
 extern const bp_node_class bp_batchnorm2d_class;
 extern const bp_node_class bp_batchnorm3d_class;
@@ -45,8 +56,10 @@ typedef struct bp_batchnorm_opts {
     double epsilon;             /* 1e-5; added inside the square root */
     double momentum;            /* 0.99; BrainPy's retention convention, in [0, 1] */
     bool affine;                /* true: learnable bias and scale */
-    bp_init bias_initializer;   /* ZeroInit */
-    bp_init scale_initializer;  /* OneInit(1.0) */
+    bp_init bias_initializer;   /* ZeroInit; an array of shape () or (1,) fills every channel */
+    bp_init scale_initializer;  /* OneInit(1.0); arrays and callback user data are read
+                                 * only during construction (the copies kept in
+                                 * bp_batchnorm still point at them, unread) */
     const char *axis_name;      /* stored; a non-NULL value fails at update time while fitting
                                  * (cross-replica statistics need distributed training) */
     const int *axis_index_groups; /* stored (copied), n_axis_index_groups entries */
@@ -56,6 +69,9 @@ typedef struct bp_batchnorm_opts {
     bp_rng *rng;                /* for random initializers; NULL: a generator seeded with 0 */
 } bp_batchnorm_opts;
 
+/* The defaults of every option, as commented in bp_batchnorm_opts (BrainPy's):
+ * default axes, epsilon 1e-5, momentum 0.99, affine, ZeroInit bias, OneInit
+ * scale, TrainingMode, automatic name. Never fails. */
 bp_batchnorm_opts bp_batchnorm_defaults(void);
 
 /* The layer. Fields are readable attributes (BrainPy's names); change them only
@@ -81,9 +97,12 @@ typedef struct bp_batchnorm {
 
 /* Creates BatchNorm1d/2d/3d (num_features = C >= 1; opts NULL = defaults).
  * Errors: BP_EINVAL (num_features < 1, epsilon < 0 or not finite, momentum
- * outside [0, 1], an axis out of range, repeated, or the channel axis), BP_ESHAPE
- * (an array initializer not of shape (C,), () or (1,)), BP_EMODE
- * (NonBatchingMode), BP_ENAME (a bad or taken name). */
+ * outside [0, 1], n_axis out of range, an axis out of range, repeated, or the
+ * channel axis, a kept axis without its size in kept_dims or sizes that
+ * overflow, axis_index_groups NULL with entries, an array initializer without
+ * data), BP_EUNSUPPORTED (an axis set that is not a leading run of axes),
+ * BP_ESHAPE (an array initializer not of shape (C,), () or (1,)), BP_EMODE
+ * (NonBatchingMode), BP_ENAME (a bad or taken name), BP_ENOMEM. */
 bp_status bp_batchnorm1d_new(bp_node **out, int64_t num_features, const bp_batchnorm_opts *opts);
 bp_status bp_batchnorm2d_new(bp_node **out, int64_t num_features, const bp_batchnorm_opts *opts);
 bp_status bp_batchnorm3d_new(bp_node **out, int64_t num_features, const bp_batchnorm_opts *opts);

@@ -20,8 +20,10 @@
  * depends only on (M, C), partial sums are merged in block order, so any
  * OpenMP thread count gives bitwise identical results.
  *
- * Aliasing: y may equal x, and dx may equal dy or x (in-place); the (C,)
- * arrays must not overlap the (M, C) ones. Gradients of the (C,) parameters
+ * Aliasing: in the BatchNorm and BatchNorm+ReLU kernels y may equal x, and dx
+ * may equal dy or x (in-place); the fused pooling kernels' outputs have other
+ * sizes and must not overlap any input. The (C,) arrays must not overlap the
+ * (M, C) ones. Gradients of the (C,) parameters
  * ACCUMULATE (+=) into dscale and dbias (the caller zeroes them); dx is
  * OVERWRITTEN. dscale and dbias may be NULL (not wanted, e.g. affine=False).
  *
@@ -42,7 +44,8 @@ extern "C" {
 #endif
 
 /* Bytes of scratch the kernels below need for an (M, C) input (0 when M or C < 1
- * or M*C overflows): at most 1 KiB per channel plus 6 parameter arrays of ~256 values. */
+ * or M*C overflows): 1 KiB per channel (per-chunk partials in double) plus 6
+ * parameter arrays of max(C, ~256) values. */
 size_t bp_bn_workspace_size(int64_t M, int64_t C);
 
 /* Training forward: per-channel batch mean, biased var and invstd of x (M >= 2),
@@ -57,7 +60,9 @@ bp_status bp_bn_forward_train(bp_real *y, bp_real *mean, bp_real *invstd, bp_rea
 
 /* running = momentum*running + (1-momentum)*stat per channel (BrainPy's retention
  * convention: PyTorch's momentum is 1 minus this one); running_var receives the
- * unbiased variance var*M/(M-1) from the biased batch var. M >= 2, momentum in [0, 1]. */
+ * unbiased variance var*M/(M-1) from the biased batch var. M >= 2, momentum in [0, 1].
+ * BP_ENUMERIC naming the channel when a new value would not be finite (a huge
+ * variance times M/(M-1)); then nothing is stored. */
 bp_status bp_bn_update_running(bp_real *running_mean, bp_real *running_var, const bp_real *mean,
                                const bp_real *var, int64_t M, int64_t C, double momentum);
 
