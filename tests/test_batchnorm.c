@@ -1,8 +1,11 @@
 /* tests/test_batchnorm.c — the BatchNorm1d/2d/3d layers: construction, vars,
  * modes, every error path, hand-worked forward/backward numbers, running
- * statistics, numerical stability. (Kernel-level PyTorch fixtures are in
- * test_batchnorm_kernels.c; float64 gradient checks in test_batchnorm_f64.c.) */
+ * statistics, numerical stability, and the layer path (update + autograd) against
+ * the PyTorch fixtures tests/data/batchnorm_*.txt. (The same fixtures drive the
+ * raw kernels in test_batchnorm_kernels.c; float64 gradient checks of the layer
+ * are in test_layers_f64.c.) */
 #include "bp_test.h"
+#include "fixture.h"
 #include <stdlib.h>
 #include <bpc/bpc.h>
 #include <bpc/autograd.h>
@@ -13,6 +16,9 @@ static int setup(void **state)
     (void)state;
     bp_clear_name_cache();
     bp_share_clear();
+    /* A test that failed mid-way leaves no graph or no-grad scope to the next. */
+    bp_ag_release_graph();
+    while (!bp_grad_enabled()) bp_no_grad_end();
     return 0;
 }
 
@@ -83,6 +89,22 @@ static void test_defaults_and_vars(void **state)
     bp_batchnorm *b1 = bp_batchnorm_cast(n1d);
     assert_int_equal(b1->n_axis, 2);
     assert_int_equal(b1->ndim, 3);
+    for (int i = 0; i < 2; i++) assert_int_equal(b1->axis[i], i);
+    /* BatchNorm2d: (B, H, W, C), default axes (0, 1, 2), nothing kept but C. */
+    bp_node *n2d;
+    BP_OK_OR_FAIL(bp_batchnorm2d_new(&n2d, 6, NULL));
+    assert_string_equal(bp_node_name(n2d), "BatchNorm2d0");
+    bp_batchnorm *b2 = bp_batchnorm_cast(n2d);
+    assert_non_null(b2);
+    assert_int_equal(b2->ndim, 4);
+    assert_int_equal(b2->n_axis, 3);
+    for (int i = 0; i < 3; i++) assert_int_equal(b2->axis[i], i);
+    assert_int_equal(b2->n_kept, 0);
+    assert_int_equal(b2->n_features, 6);
+    assert_int_equal(b2->num_features, 6);
+    assert_int_equal(b2->running_mean->value->ndim, 1);
+    assert_int_equal(b2->running_mean->value->shape[0], 6);
+    bp_node_free(n2d);
     bp_node_free(n1d);
     bp_node_free(n2);
     bp_node_free(n);
@@ -338,7 +360,7 @@ static void test_update_errors(void **state)
     bp_tensor *x, *y = NULL;
     int64_t s4[4] = {2, 3, 3, 4};
     BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 4, s4));
-    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE, "expected 5D input (B,H,W,D,C) (got 4D input");
+    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE, "BatchNorm3d0: expected 5D input (got 4D input)");
     assert_null(y);
     bp_tensor_free(x);
     int64_t s5[5] = {2, 3, 3, 3, 5};
@@ -510,6 +532,508 @@ static void test_fused_relu(void **state)
     bp_node_free(b);
 }
 
+/* ------------------------------------------------------------------ more constructor checks */
+
+/* A user callback initializer: records how it was called, fills base + 0.25 * i. */
+typedef struct cb_record {
+    int calls;
+    int ndim;
+    int64_t shape0;
+    bp_dtype dtype;
+    bp_rng *rng;
+    double base;
+} cb_record;
+
+static bp_status fill_cb(bp_tensor *out, bp_rng *rng, void *user)
+{
+    cb_record *r = user;
+    r->calls++;
+    r->ndim = out->ndim;
+    r->shape0 = out->ndim > 0 ? out->shape[0] : -1;
+    r->dtype = out->dtype;
+    r->rng = rng;
+    for (int64_t i = 0; i < out->numel; i++) bp_tensor_set(out, i, r->base + 0.25 * (double)i);
+    return BP_OK;
+}
+
+static bp_status failing_cb(bp_tensor *out, bp_rng *rng, void *user)
+{
+    (void)out;
+    (void)rng;
+    ++*(int *)user;
+    return bp_fail(BP_EINVAL, "no values for this tensor");
+}
+
+static void test_callback_initializers(void **state)
+{
+    (void)state;
+    cb_record rs = {.base = 2.0}, rb = {.base = -1.0};
+    bp_rng rng;
+    bp_rng_seed(&rng, 5);
+    bp_batchnorm_opts o = bp_batchnorm_defaults();
+    o.scale_initializer = bp_callback_init(fill_cb, &rs);
+    o.bias_initializer = bp_callback_init(fill_cb, &rb);
+    o.rng = &rng;
+    bp_node *n;
+    BP_OK_OR_FAIL(bp_batchnorm3d_new(&n, 3, &o));
+    bp_batchnorm *bn = bp_batchnorm_cast(n);
+    /* Each callback ran once, on a (C,) tensor of the real dtype, with the user's generator. */
+    assert_int_equal(rs.calls, 1);
+    assert_int_equal(rb.calls, 1);
+    assert_int_equal(rs.ndim, 1);
+    assert_int_equal(rb.ndim, 1);
+    assert_int_equal(rs.shape0, 3);
+    assert_int_equal(rb.shape0, 3);
+    assert_int_equal(rs.dtype, BP_REAL_DTYPE);
+    assert_int_equal(rb.dtype, BP_REAL_DTYPE);
+    assert_ptr_equal(rs.rng, &rng);
+    assert_ptr_equal(rb.rng, &rng);
+    for (int c = 0; c < 3; c++) {
+        assert_true(bp_tensor_get(bn->scale->value, c) == 2.0 + 0.25 * c);
+        assert_true(bp_tensor_get(bn->bias->value, c) == -1.0 + 0.25 * c);
+    }
+    /* The vars are the ones update() uses: in eval before any fit step,
+     * y = x / sqrt(1 + eps) * scale + bias, so x = 0 gives the bias. */
+    int64_t xs[5] = {2, 1, 1, 1, 3};
+    bp_tensor *x, *y;
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, xs));
+    bp_tensor_set(x, 1, 4.0);
+    bp_share_save_fit(false);
+    bp_no_grad_begin();
+    BP_OK_OR_FAIL(bp_node_update(n, x, &y));
+    bp_no_grad_end();
+    BP_ASSERT_CLOSE(bp_tensor_get(y, 0), -1.0, 1e-7, 0);
+    BP_ASSERT_CLOSE(bp_tensor_get(y, 1), 4.0 / sqrt(1 + 1e-5) * 2.25 - 0.75, 1e-6, 1e-6);
+    BP_ASSERT_CLOSE(bp_tensor_get(y, 5), -0.5, 1e-7, 0);
+    bp_tensor_free(y);
+    bp_tensor_free(x);
+    bp_node_free(n);
+
+    /* Without opts.rng the callback still gets a generator (seeded with 0). */
+    rs.calls = 0;
+    rs.rng = NULL;
+    o.rng = NULL;
+    o.bias_initializer = bp_zero_init();
+    BP_OK_OR_FAIL(bp_batchnorm1d_new(&n, 2, &o));
+    assert_int_equal(rs.calls, 1);
+    assert_non_null(rs.rng);
+    assert_int_equal(rs.shape0, 2);
+    bn = bp_batchnorm_cast(n);
+    assert_true(bp_tensor_get(bn->scale->value, 1) == 2.25);
+    assert_true(bp_tensor_get(bn->bias->value, 1) == 0.0);
+    bp_node_free(n);
+
+    /* A failing callback fails the constructor, naming the parameter and keeping its message. */
+    int fails = 0;
+    n = NULL;
+    o.scale_initializer = bp_callback_init(failing_cb, &fails);
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 3, &o), BP_EINVAL,
+                  "scale_initializer: callback initializer failed: no values for this tensor");
+    assert_int_equal(fails, 1);
+    assert_null(n);
+    o.scale_initializer = bp_one_init(1.0);
+    o.bias_initializer = bp_callback_init(failing_cb, &fails);
+    BP_EXPECT_ERR(bp_batchnorm2d_new(&n, 3, &o), BP_EINVAL, "bias_initializer: callback initializer failed");
+    assert_int_equal(fails, 2);
+    assert_null(n);
+    o.bias_initializer = bp_callback_init(NULL, NULL);
+    BP_EXPECT_ERR(bp_batchnorm2d_new(&n, 3, &o), BP_EINVAL, "bias_initializer: callback initializer: fn is NULL");
+    assert_null(n);
+}
+
+/* Argument checks not covered by test_constructor_errors. */
+static void test_constructor_errors_more(void **state)
+{
+    (void)state;
+    bp_node *n = NULL;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(NULL, 2, NULL), BP_EINVAL, "BatchNorm3d: out is NULL");
+
+    /* n_axis must be 1 .. ndim - 1 (0 is the default). */
+    bp_batchnorm_opts o = bp_batchnorm_defaults();
+    o.n_axis = 5;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL, "BatchNorm3d: axis must list 1 to 4 axes, got 5");
+    assert_null(n);
+    o.n_axis = -1;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL, "axis must list 1 to 4 axes, got -1");
+    o.n_axis = 3;
+    BP_EXPECT_ERR(bp_batchnorm1d_new(&n, 2, &o), BP_EINVAL, "BatchNorm1d: axis must list 1 to 2 axes, got 3");
+    o.n_axis = 4;
+    BP_EXPECT_ERR(bp_batchnorm2d_new(&n, 2, &o), BP_EINVAL, "BatchNorm2d: axis must list 1 to 3 axes, got 4");
+    assert_null(n);
+    /* The largest n_axis is fine: (0, 1, 2, 3) is the default of BatchNorm3d. */
+    o.n_axis = 4;
+    for (int i = 0; i < 4; i++) o.axis[i] = i;
+    BP_OK_OR_FAIL(bp_batchnorm3d_new(&n, 2, &o));
+    assert_int_equal(bp_batchnorm_cast(n)->n_kept, 0);
+    bp_node_free(n);
+    n = NULL;
+
+    /* epsilon: NaN and infinities. */
+    o = bp_batchnorm_defaults();
+    o.epsilon = NAN;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL, "epsilon must be a finite value >= 0, got nan");
+    o.epsilon = INFINITY;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL, "epsilon must be a finite value >= 0, got inf");
+    o.epsilon = -INFINITY;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL, "epsilon must be a finite value >= 0, got -inf");
+    assert_null(n);
+    o.epsilon = 0.0; /* zero is allowed */
+    BP_OK_OR_FAIL(bp_batchnorm3d_new(&n, 2, &o));
+    assert_true(bp_batchnorm_cast(n)->epsilon == 0.0);
+    bp_node_free(n);
+    n = NULL;
+
+    /* momentum: NaN, below 0, infinite; the ends 0 and 1 are allowed. */
+    o = bp_batchnorm_defaults();
+    o.momentum = NAN;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL,
+                  "momentum must be in [0, 1] (BrainPy's retention factor), got nan");
+    o.momentum = -0.25;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL,
+                  "momentum must be in [0, 1] (BrainPy's retention factor), got -0.25");
+    o.momentum = INFINITY;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL, "got inf");
+    assert_null(n);
+    for (int k = 0; k <= 1; k++) {
+        o.momentum = k;
+        BP_OK_OR_FAIL(bp_batchnorm3d_new(&n, 2, &o));
+        assert_true(bp_batchnorm_cast(n)->momentum == (double)k);
+        bp_node_free(n);
+        n = NULL;
+    }
+
+    /* axis_index_groups NULL with a non-zero count. */
+    o = bp_batchnorm_defaults();
+    o.n_axis_index_groups = 3;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL, "BatchNorm3d: axis_index_groups is NULL with 3 entries");
+    assert_null(n);
+
+    /* kept_dims whose product (times C, in bytes) overflows int64. */
+    o = bp_batchnorm_defaults();
+    o.n_axis = 3; /* (0, 1, 2): keeps D */
+    for (int i = 0; i < 3; i++) o.axis[i] = i;
+    o.kept_dims[0] = INT64_MAX / 8 / 2 + 1;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL,
+                  "kept_dims make too many statistics (overflow at kept_dims[0] = 576460752303423488)");
+    assert_null(n);
+    o.n_axis = 2; /* (0, 1): keeps W and D; 2 * 2^30 * 2^30 * 8 bytes > INT64_MAX */
+    o.kept_dims[0] = (int64_t)1 << 30;
+    o.kept_dims[1] = (int64_t)1 << 30;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL, "overflow at kept_dims[1] = 1073741824");
+    assert_null(n);
+    o.kept_dims[0] = 3;
+    o.kept_dims[1] = 0;
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL,
+                  "axis keeps input axis 3 besides the channel; give its size in kept_dims[1] (got 0)");
+    assert_null(n);
+
+    /* An array initializer without an array. */
+    o = bp_batchnorm_defaults();
+    o.bias_initializer = bp_array_init(NULL);
+    BP_EXPECT_ERR(bp_batchnorm3d_new(&n, 2, &o), BP_EINVAL, ": bias_initializer array is NULL");
+    assert_null(n);
+    o.bias_initializer = bp_zero_init();
+    o.scale_initializer = bp_array_init(NULL);
+    o.name = "bn_null_scale";
+    BP_EXPECT_ERR(bp_batchnorm1d_new(&n, 2, &o), BP_EINVAL, "bn_null_scale: scale_initializer array is NULL");
+    assert_null(n);
+    /* The failed construction released its name. */
+    o.scale_initializer = bp_one_init(1.0);
+    BP_OK_OR_FAIL(bp_batchnorm1d_new(&n, 2, &o));
+    assert_string_equal(bp_node_name(n), "bn_null_scale");
+    bp_node_free(n);
+}
+
+/* state_dict() of a BatchNorm3d: one entry for the node, holding its four vars
+ * in declaration order (running_mean, running_var, bias, scale), as copies. */
+static void test_state_dict(void **state)
+{
+    (void)state;
+    bp_node *n;
+    BP_OK_OR_FAIL(bp_batchnorm3d_new(&n, 3, NULL));
+    bp_batchnorm *bn = bp_batchnorm_cast(n);
+    const double rm[3] = {0.5, -1, 2}, rv[3] = {1.5, 2, 0.25}, bi[3] = {-0.5, 0, 0.5}, sc[3] = {3, 4, 5};
+    const double *want[4] = {rm, rv, bi, sc};
+    bp_var *vars[4] = {bn->running_mean, bn->running_var, bn->bias, bn->scale};
+    for (int k = 0; k < 4; k++)
+        for (int c = 0; c < 3; c++) bp_tensor_set(vars[k]->value, c, want[k][c]);
+
+    bp_dict *sd;
+    BP_OK_OR_FAIL(bp_node_state_dict(n, &sd));
+    assert_int_equal(bp_dict_len(sd), 1);
+    assert_string_equal(bp_dict_key(sd, 0), "BatchNorm3d0");
+    assert_null(bp_dict_tensor(sd, 0));
+    bp_dict *sub = bp_dict_sub(sd, 0);
+    assert_non_null(sub);
+    const char *keys[4] = {"BatchNorm3d0.running_mean", "BatchNorm3d0.running_var", "BatchNorm3d0.bias",
+                           "BatchNorm3d0.scale"};
+    assert_int_equal(bp_dict_len(sub), 4);
+    for (size_t k = 0; k < 4; k++) {
+        assert_string_equal(bp_dict_key(sub, k), keys[k]);
+        bp_tensor *t = bp_dict_tensor(sub, k);
+        assert_non_null(t);
+        assert_int_equal(t->dtype, BP_REAL_DTYPE);
+        assert_int_equal(t->ndim, 1);
+        assert_int_equal(t->shape[0], 3);
+        assert_true(t != vars[k]->value);
+        for (int c = 0; c < 3; c++) assert_true(bp_tensor_get(t, c) == want[k][c]);
+    }
+    /* A snapshot: later changes to the vars do not show in it. */
+    bp_tensor_set(bn->running_mean->value, 0, 9.0);
+    assert_true(bp_tensor_get(bp_dict_tensor(sub, 0), 0) == 0.5);
+    bp_dict_free(sd);
+
+    /* save_state(): the same four keys, flat, in the same order. */
+    bp_dict *flat;
+    BP_OK_OR_FAIL(bp_node_save_state(n, &flat));
+    assert_int_equal(bp_dict_len(flat), 4);
+    for (size_t k = 0; k < 4; k++) assert_string_equal(bp_dict_key(flat, k), keys[k]);
+    assert_true(bp_tensor_get(bp_dict_tensor(flat, 0), 0) == 9.0);
+    bp_dict_free(flat);
+
+    /* Without affine only the running statistics. */
+    bp_batchnorm_opts o = bp_batchnorm_defaults();
+    o.affine = false;
+    bp_node *na;
+    BP_OK_OR_FAIL(bp_batchnorm3d_new(&na, 3, &o));
+    BP_OK_OR_FAIL(bp_node_state_dict(na, &sd));
+    assert_int_equal(bp_dict_len(sd), 1);
+    assert_string_equal(bp_dict_key(sd, 0), "BatchNorm3d1");
+    sub = bp_dict_sub(sd, 0);
+    assert_non_null(sub);
+    assert_int_equal(bp_dict_len(sub), 2);
+    assert_string_equal(bp_dict_key(sub, 0), "BatchNorm3d1.running_mean");
+    assert_string_equal(bp_dict_key(sub, 1), "BatchNorm3d1.running_var");
+    bp_dict_free(sd);
+    bp_node_free(na);
+    bp_node_free(n);
+}
+
+/* Wrong input rank for BatchNorm1d (3-D (B,L,C)) and BatchNorm2d (4-D (B,H,W,C)). */
+static void test_wrong_ndim_1d_2d(void **state)
+{
+    (void)state;
+    bp_node *n1, *n2;
+    BP_OK_OR_FAIL(bp_batchnorm1d_new(&n1, 3, NULL));
+    BP_OK_OR_FAIL(bp_batchnorm2d_new(&n2, 3, NULL));
+    const int64_t shape[6] = {2, 2, 2, 2, 2, 3};
+    bp_tensor *x, *y = NULL;
+    bp_share_save_fit(true);
+    /* (rank, layer, expected substring): BrainPy's text; BatchNorm1d's may say
+     * "expected 3D input" or BrainPy's "expected 2D or 3D input". */
+    struct {
+        int ndim;
+        bp_node *n;
+        const char *needle;
+    } cases[] = {
+        {4, n1, "(got 4D input)"},
+        {1, n1, "(got 1D input)"},
+        {5, n2, "expected 4D input (got 5D input)"},
+        {3, n2, "expected 4D input (got 3D input)"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, cases[k].ndim, shape + 6 - cases[k].ndim));
+        BP_EXPECT_ERR(bp_node_update(cases[k].n, x, &y), BP_ESHAPE, cases[k].needle);
+        BP_EXPECT_ERR(bp_node_update(cases[k].n, x, &y), BP_ESHAPE, bp_node_name(cases[k].n));
+        assert_null(y);
+        bp_tensor_free(x);
+    }
+    /* Nothing moved; the right ranks work. */
+    bp_batchnorm *b1 = bp_batchnorm_cast(n1), *b2 = bp_batchnorm_cast(n2);
+    assert_true(bp_tensor_get(b1->running_var->value, 0) == 1.0);
+    assert_true(bp_tensor_get(b2->running_var->value, 0) == 1.0);
+    bp_no_grad_begin();
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 3, shape + 3));
+    BP_OK_OR_FAIL(bp_node_update(n1, x, &y));
+    bp_tensor_free(y);
+    bp_tensor_free(x);
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 4, shape + 2));
+    BP_OK_OR_FAIL(bp_node_update(n2, x, &y));
+    bp_tensor_free(y);
+    bp_tensor_free(x);
+    bp_no_grad_end();
+    bp_node_free(n1);
+    bp_node_free(n2);
+}
+
+/* ------------------------------------------------------------------ PyTorch fixtures, layer path
+ *
+ * The fixtures of tests/gen_batchnorm.py (see there) through the layers:
+ * construction with the fixture's momentum (already BrainPy's retention
+ * convention: 1 - PyTorch's momentum), epsilon, weight as scale and bias;
+ * three fit steps x0, x1, x2 through update(), the last recorded and
+ * back-propagated with dy; then eval on x2 with PyTorch's running statistics.
+ * The layer runs the same kernels as test_batchnorm_kernels.c on the same
+ * (M, C) data, so the same tolerances apply (see the note at the top of that
+ * file): float32 ATOL 2e-5, RTOL 1e-5. */
+#define IS_F32 (sizeof(bp_real) == 4)
+#define FX_ATOL (IS_F32 ? 2e-5 : 1e-12)
+#define FX_RTOL (IS_F32 ? 1e-5 : 1e-12)
+
+/* A tensor of the given shape holding the fixture tensor `name` (same numel). */
+static bp_tensor *fx_as(const fx_file *f, const char *name, int ndim, const int64_t *shape)
+{
+    const fx_tensor *t = fx_get(f, name);
+    if (!t) fail_msg("fixture lacks %s", name);
+    bp_tensor *out;
+    BP_OK_OR_FAIL(bp_tensor_new(&out, BP_REAL_DTYPE, ndim, shape));
+    if (out->numel != t->numel)
+        fail_msg("%s: %lld values, the layer's shape wants %lld", name, (long long)t->numel, (long long)out->numel);
+    for (int64_t i = 0; i < t->numel; i++) bp_tensor_set(out, i, t->data[i]);
+    return out;
+}
+
+/* Asserts got == the fixture's `name` elementwise within FX_ATOL + FX_RTOL * |want|. */
+static void expect_fx(const char *what, const bp_tensor *got, const fx_file *f, const char *name)
+{
+    const fx_tensor *t = fx_get(f, name);
+    if (!t) fail_msg("fixture lacks %s", name);
+    assert_non_null(got);
+    if (got->numel != t->numel)
+        fail_msg("%s: %lld values, PyTorch has %lld", what, (long long)got->numel, (long long)t->numel);
+    for (int64_t i = 0; i < t->numel; i++) {
+        double g = bp_tensor_get(got, i), w = t->data[i];
+        if (!(fabs(g - w) <= FX_ATOL + FX_RTOL * fabs(w)))
+            fail_msg("%s[%lld] = %.9g, PyTorch %.9g (atol %g rtol %g)", what, (long long)i, g, w, FX_ATOL, FX_RTOL);
+    }
+}
+
+/* Runs one fixture through a BatchNorm of input rank `ndim` (3: 1d, 4: 2d,
+ * 5: 3d). natural: the input has PyTorch's shape made channels-last,
+ * (N, C, *S) -> (N, *S, C), with size-1 axes inserted after N when PyTorch's
+ * input has fewer axes (BatchNorm1d's 2-D (N, C) -> (N, 1, C)); otherwise it
+ * is the fixture's (M, C) matrix viewed as (M, 1, ..., 1, C). */
+static void run_layer_fixture(const char *file, int ndim, bool natural)
+{
+    fx_file *f = fx_load(file);
+    assert_non_null(f);
+    const fx_tensor *ts = fx_get(f, "torch_shape"), *x0 = fx_get(f, "x0");
+    assert_non_null(ts);
+    assert_non_null(x0);
+    const int64_t M = x0->shape[0], C = x0->shape[1];
+    assert_int_equal((int64_t)ts->data[1], C);
+    int64_t shape[BP_MAX_DIMS];
+    for (int d = 0; d < ndim; d++) shape[d] = 1;
+    shape[ndim - 1] = C;
+    if (natural) {
+        int tnd = (int)ts->numel; /* PyTorch's rank */
+        assert_true(tnd >= 2 && tnd <= ndim);
+        shape[0] = (int64_t)ts->data[0];
+        for (int d = 2; d < tnd; d++) shape[ndim - tnd + d - 1] = (int64_t)ts->data[d];
+    } else {
+        shape[0] = M;
+    }
+    const int64_t cshape[1] = {C};
+
+    bp_tensor *scale = fx_as(f, "scale", 1, cshape), *bias = fx_as(f, "bias", 1, cshape);
+    bp_batchnorm_opts o = bp_batchnorm_defaults();
+    o.momentum = fx_get(f, "momentum")->data[0];
+    o.epsilon = fx_get(f, "eps")->data[0];
+    o.scale_initializer = bp_array_init(scale);
+    o.bias_initializer = bp_array_init(bias);
+    bp_node *n;
+    if (ndim == 3)
+        BP_OK_OR_FAIL(bp_batchnorm1d_new(&n, C, &o));
+    else if (ndim == 4)
+        BP_OK_OR_FAIL(bp_batchnorm2d_new(&n, C, &o));
+    else
+        BP_OK_OR_FAIL(bp_batchnorm3d_new(&n, C, &o));
+    bp_batchnorm *bn = bp_batchnorm_cast(n);
+    assert_int_equal(bn->ndim, ndim);
+    assert_true(bn->momentum == o.momentum && bn->epsilon == o.epsilon);
+    for (int64_t c = 0; c < C; c++) {
+        assert_true(bp_tensor_get(bn->scale->value, c) == bp_tensor_get(scale, c));
+        assert_true(bp_tensor_get(bn->bias->value, c) == bp_tensor_get(bias, c));
+    }
+
+    /* Fit steps 0 and 1 without a graph, as the generator's torch.no_grad(). */
+    bp_share_save_fit(true);
+    bp_tensor *x, *y;
+    for (int step = 0; step < 2; step++) {
+        char name[8];
+        snprintf(name, sizeof name, "x%d", step);
+        x = fx_as(f, name, ndim, shape);
+        bp_no_grad_begin();
+        BP_OK_OR_FAIL(bp_node_update(n, x, &y));
+        bp_no_grad_end();
+        assert_false(bp_ag_requires_grad(y));
+        bp_tensor_free(y);
+        bp_tensor_free(x);
+    }
+    assert_int_equal(bp_ag_graph_size(), 0);
+
+    /* Step 2, recorded, as layer({'fit': True}, x) with x a leaf. */
+    bp_share_clear();
+    bp_tensor *gx, *dy = fx_as(f, "dy", ndim, shape);
+    x = fx_as(f, "x2", ndim, shape);
+    BP_OK_OR_FAIL(bp_tensor_new(&gx, BP_REAL_DTYPE, ndim, shape));
+    BP_OK_OR_FAIL(bp_ag_make_leaf(x, gx));
+    bp_shared_args fit = {.has_fit = true, .fit = true};
+    BP_OK_OR_FAIL(bp_node_call(n, &fit, x, &y));
+    assert_true(bp_tensor_has_shape(y, ndim, shape));
+    assert_true(bp_ag_requires_grad(y));
+    expect_fx("y", y, f, "y");
+    expect_fx("running_mean", bn->running_mean->value, f, "running_mean");
+    expect_fx("running_var", bn->running_var->value, f, "running_var");
+    BP_OK_OR_FAIL(bp_backward_with(y, dy));
+    expect_fx("dx", gx, f, "dx");
+    expect_fx("dscale", bn->scale->grad, f, "dscale");
+    expect_fx("dbias", bn->bias->grad, f, "dbias");
+    bp_tensor_free(y);
+    bp_tensor_free(x);
+    bp_tensor_free(gx);
+
+    /* Eval on x2 with PyTorch's running statistics (independent of ours). */
+    bp_node_zero_grad(n);
+    bp_tensor *trm = fx_as(f, "running_mean", 1, cshape), *trv = fx_as(f, "running_var", 1, cshape);
+    BP_OK_OR_FAIL(bp_var_assign(bn->running_mean, trm));
+    BP_OK_OR_FAIL(bp_var_assign(bn->running_var, trv));
+    x = fx_as(f, "x2", ndim, shape);
+    BP_OK_OR_FAIL(bp_tensor_new(&gx, BP_REAL_DTYPE, ndim, shape));
+    BP_OK_OR_FAIL(bp_ag_make_leaf(x, gx));
+    bp_share_save_fit(false);
+    BP_OK_OR_FAIL(bp_node_update(n, x, &y));
+    expect_fx("y_eval", y, f, "y_eval");
+    BP_OK_OR_FAIL(bp_backward_with(y, dy));
+    expect_fx("dx_eval", gx, f, "dx_eval");
+    expect_fx("dscale_eval", bn->scale->grad, f, "dscale_eval");
+    expect_fx("dbias_eval", bn->bias->grad, f, "dbias_eval");
+    /* Eval left the running statistics exactly as assigned. */
+    for (int64_t c = 0; c < C; c++) {
+        assert_true(bp_tensor_get(bn->running_mean->value, c) == bp_tensor_get(trm, c));
+        assert_true(bp_tensor_get(bn->running_var->value, c) == bp_tensor_get(trv, c));
+    }
+    bp_tensor_free(y);
+    bp_tensor_free(x);
+    bp_tensor_free(gx);
+    bp_tensor_free(trm);
+    bp_tensor_free(trv);
+    bp_tensor_free(dy);
+    bp_tensor_free(scale);
+    bp_tensor_free(bias);
+    bp_node_free(n);
+    bp_share_clear();
+    fx_free(f);
+}
+
+/* Each fixture through its own class on its natural shape, and as an (M, C)
+ * matrix through BatchNorm3d (M, 1, 1, 1, C) and its own class (M, 1, .., C). */
+static void layer_fixture(const char *file, int ndim)
+{
+    run_layer_fixture(file, ndim, true);
+    run_layer_fixture(file, 5, false);
+    if (ndim != 5) run_layer_fixture(file, ndim, false);
+}
+
+static void test_layer_torch_bn3d_c5(void **s) { (void)s; layer_fixture("batchnorm_bn3d_c5.txt", 5); }
+static void test_layer_torch_bn3d_c19_n1(void **s) { (void)s; layer_fixture("batchnorm_bn3d_c19_n1.txt", 5); }
+static void test_layer_torch_bn3d_c1(void **s) { (void)s; layer_fixture("batchnorm_bn3d_c1.txt", 5); }
+static void test_layer_torch_bn2d_c19(void **s) { (void)s; layer_fixture("batchnorm_bn2d_c19.txt", 4); }
+static void test_layer_torch_bn2d_c16(void **s) { (void)s; layer_fixture("batchnorm_bn2d_c16.txt", 4); }
+static void test_layer_torch_bn1d_c5(void **s) { (void)s; layer_fixture("batchnorm_bn1d_c5.txt", 3); }
+static void test_layer_torch_bn1d_c1(void **s) { (void)s; layer_fixture("batchnorm_bn1d_c1.txt", 3); }
+static void test_layer_torch_bn1d_2d_c3(void **s) { (void)s; layer_fixture("batchnorm_bn1d_2d_c3.txt", 3); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -524,6 +1048,18 @@ int main(void)
         cmocka_unit_test_setup(test_stable_statistics, setup),
         cmocka_unit_test_setup(test_custom_axis, setup),
         cmocka_unit_test_setup(test_fused_relu, setup),
+        cmocka_unit_test_setup(test_callback_initializers, setup),
+        cmocka_unit_test_setup(test_constructor_errors_more, setup),
+        cmocka_unit_test_setup(test_state_dict, setup),
+        cmocka_unit_test_setup(test_wrong_ndim_1d_2d, setup),
+        cmocka_unit_test_setup(test_layer_torch_bn3d_c5, setup),
+        cmocka_unit_test_setup(test_layer_torch_bn3d_c19_n1, setup),
+        cmocka_unit_test_setup(test_layer_torch_bn3d_c1, setup),
+        cmocka_unit_test_setup(test_layer_torch_bn2d_c19, setup),
+        cmocka_unit_test_setup(test_layer_torch_bn2d_c16, setup),
+        cmocka_unit_test_setup(test_layer_torch_bn1d_c5, setup),
+        cmocka_unit_test_setup(test_layer_torch_bn1d_c1, setup),
+        cmocka_unit_test_setup(test_layer_torch_bn1d_2d_c3, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
