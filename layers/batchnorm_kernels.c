@@ -549,6 +549,12 @@ bp_status bp_bn_relu_forward_train(bp_real *y, bp_real *mean, bp_real *invstd, b
                          eps, work, 1);
 }
 
+/* momentum*running + (1 - momentum)*stat, in double, rounded once. */
+static bp_real retain(double momentum, bp_real running, double stat)
+{
+    return (bp_real)(momentum * running + (1.0 - momentum) * stat);
+}
+
 bp_status bp_bn_update_running(bp_real *running_mean, bp_real *running_var, const bp_real *mean,
                                const bp_real *var, int64_t M, int64_t C, double momentum)
 {
@@ -565,8 +571,8 @@ bp_status bp_bn_update_running(bp_real *running_mean, bp_real *running_var, cons
      * float maximum can overflow once multiplied by M/(M-1), and a running
      * statistic that turned Inf would poison every later eval forward. */
     for (int64_t c = 0; c < C; c++) {
-        bp_real rm = (bp_real)(momentum * running_mean[c] + (1.0 - momentum) * (double)mean[c]);
-        bp_real rv = (bp_real)(momentum * running_var[c] + (1.0 - momentum) * ((double)var[c] * bessel));
+        bp_real rm = retain(momentum, running_mean[c], (double)mean[c]);
+        bp_real rv = retain(momentum, running_var[c], (double)var[c] * bessel);
         if (!isfinite(rm) || !isfinite(rv))
             return bp_fail(BP_ENUMERIC,
                            "%s: channel %lld's running statistics would become non-finite (mean %g, "
@@ -575,10 +581,8 @@ bp_status bp_bn_update_running(bp_real *running_mean, bp_real *running_var, cons
                            (long long)M);
     }
     for (int64_t c = 0; c < C; c++) {
-        running_mean[c] =
-            (bp_real)(momentum * running_mean[c] + (1.0 - momentum) * (double)mean[c]);
-        running_var[c] =
-            (bp_real)(momentum * running_var[c] + (1.0 - momentum) * ((double)var[c] * bessel));
+        running_mean[c] = retain(momentum, running_mean[c], (double)mean[c]);
+        running_var[c] = retain(momentum, running_var[c], (double)var[c] * bessel);
     }
     return BP_OK;
 }
