@@ -7,37 +7,7 @@
 #include <bpc/autograd.h>
 #include <bpc/ops.h>
 
-/* The real type's math functions and BLAS routine. */
-#ifdef BP_REAL_DOUBLE
-#define R_EXP exp
-#define R_LOG log
-#define R_TANH tanh
-#define R_ERF erf
-#define R_POW pow
-#define R_SQRT sqrt
-#define R_GEMM cblas_dgemm
-#else
-#define R_EXP expf
-#define R_LOG logf
-#define R_TANH tanhf
-#define R_ERF erff
-#define R_POW powf
-#define R_SQRT sqrtf
-#define R_GEMM cblas_sgemm
-/* Ends an op: on failure frees *out and sets it NULL; returns st. */
-bp_status bp__done(bp_tensor **out, bp_status st);
-
-/* Drops a reference the graph held on t; if that frees a pooled buffer, the
- * buffer goes straight back to its free stack (buffer_pool.c). */
-void bp__pool_drop(bp_tensor *t);
-
-/* Makes sure this thread's graph and pool are freed when it exits (graph.c). */
-void bp__ag_thread_register(void);
-/* Frees this thread's pool at thread exit; buffers still in use become
- * ordinary tensors (buffer_pool.c). */
-void bp__pool_thread_exit(void);
-
-#endif
+#include "real_math.h"
 
 /* Elementwise loops split across OpenMP threads from this many elements on;
  * below it a thread team costs more than the loop. */

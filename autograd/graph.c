@@ -307,7 +307,7 @@ static void add_into(bp_tensor *dst, const bp_tensor *src)
 /* The buffer where gradient for tensor t accumulates, or NULL if none is
  * wanted. Allocates a recorded node's gout on first use: zeroed, or, when
  * the consuming op overwrites it (may_skip_zero), uninitialised and *fresh
- * set. */
+ * set (only then: a leaf's grad or an existing gout is never fresh). */
 static bp_status grad_slot(bp_tensor *t, bp_tensor **slot, const char *who, int idx, bool may_skip_zero, bool *fresh)
 {
     *slot = NULL;
@@ -334,13 +334,51 @@ static bp_status grad_slot(bp_tensor *t, bp_tensor **slot, const char *who, int 
     return BP_OK;
 }
 
-/* True if input j of nd is also another of its inputs (x*x): its gradient
- * buffer is then shared, and must start zeroed. */
-static bool input_repeated(const bp_ag_node *nd, int j)
+/* True if input j of nd is also one of its earlier inputs (x*x): its gradient
+ * buffer is then already another din entry. */
+static bool input_seen_before(const bp_ag_node *nd, int j)
 {
-    for (int k = 0; k < nd->n_in; k++)
-        if (k != j && nd->in[k] == nd->in[j]) return true;
+    for (int k = 0; k < j; k++)
+        if (nd->in[k] == nd->in[j]) return true;
     return false;
+}
+
+/* The gradient buffers of one node's backward. For an op that overwrites its
+ * gradients, din[j] is the real buffer only when nobody has written it yet
+ * (a recorded input's gout, made for this call, read by no other din entry);
+ * otherwise it is pooled scratch, added into real[j] by grads_finish. So every
+ * overwriting backward has one path: write every element of each din. */
+typedef struct node_grads {
+    bp_tensor *din[BP_AG_MAX_INPUTS];
+    bp_tensor *real[BP_AG_MAX_INPUTS];    /* where a scratch din[j] goes, else NULL */
+} node_grads;
+
+static bp_status grads_begin(const bp_ag_node *nd, node_grads *g)
+{
+    bool ow = nd->op->overwrites_grad;
+    for (int j = 0; j < nd->n_in; j++) g->din[j] = g->real[j] = NULL;
+    for (int j = 0; j < nd->n_in; j++) {
+        bool fresh;
+        bool first = !input_seen_before(nd, j);
+        BP_TRY(grad_slot(nd->in[j], &g->din[j], nd->op->name, j, ow && first, &fresh));
+        if (ow && g->din[j] && !fresh) {
+            g->real[j] = g->din[j];
+            g->din[j] = NULL;
+            BP_TRY(bp_ag_empty(&g->din[j], g->real[j]->ndim, g->real[j]->shape));
+        }
+    }
+    return BP_OK;
+}
+
+/* Adds each scratch gradient into its real buffer (when backward succeeded)
+ * and returns the scratch to the pool. */
+static void grads_finish(const bp_ag_node *nd, node_grads *g, bool ok)
+{
+    for (int j = 0; j < nd->n_in; j++) {
+        if (!g->real[j]) continue;
+        if (ok && g->din[j]) add_into(g->real[j], g->din[j]);
+        bp__pool_drop(g->din[j]);
+    }
 }
 
 static bp_status check_root(bp_tensor *out, const bp_tensor *dy, int k)
@@ -393,14 +431,13 @@ static bp_status run_backward(int n, bp_tensor *const *outs, const bp_tensor *co
     for (size_t i = top + 1; any_node && !st && i-- > 0;) {
         bp_ag_node *nd = tp->nodes[i];
         if (!nd->gout) continue; /* nothing flows through this node */
-        bp_tensor *din[BP_AG_MAX_INPUTS];
-        bool fresh[BP_AG_MAX_INPUTS];
-        for (int j = 0; j < nd->n_in && !st; j++)
-            st = grad_slot(nd->in[j], &din[j], nd->op->name, j, nd->op->overwrites_fresh && !input_repeated(nd, j),
-                           &fresh[j]);
-        if (st) break;
-        bp_ag_backward_args a = {nd->ctx, nd->out, nd->gout, nd->n_in, nd->in, din, fresh};
-        st = nd->op->backward(&a);
+        node_grads g;
+        st = grads_begin(nd, &g);
+        if (!st) {
+            bp_ag_backward_args a = {nd->ctx, nd->out, nd->gout, nd->n_in, nd->in, g.din};
+            st = nd->op->backward(&a);
+        }
+        grads_finish(nd, &g, !st);
         bp__pool_drop(nd->gout);
         nd->gout = NULL;
     }

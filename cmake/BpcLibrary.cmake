@@ -1,5 +1,7 @@
 # bpc_add_flavour(<name> <definition or "">) builds lib<name>.so and lib<name>.a
 # from every folder in BPC_LAYERS. Folder k sees the headers of folders 0..k only.
+# Only io/ (checkpoint formats) links jansson, libzip and zlib; the folders below
+# it need OpenBLAS and OpenMP alone.
 function(bpc_add_flavour name def)
   set(objs)
   set(incs)
@@ -13,7 +15,10 @@ function(bpc_add_flavour name def)
       if(def)
         target_compile_definitions(${obj} PUBLIC ${def})
       endif()
-      target_link_libraries(${obj} PRIVATE PkgConfig::OPENBLAS PkgConfig::JANSSON PkgConfig::LIBZIP PkgConfig::ZLIB OpenMP::OpenMP_C)
+      target_link_libraries(${obj} PRIVATE PkgConfig::OPENBLAS OpenMP::OpenMP_C)
+      if(dir STREQUAL "io")
+        target_link_libraries(${obj} PRIVATE PkgConfig::JANSSON PkgConfig::LIBZIP PkgConfig::ZLIB)
+      endif()
       list(APPEND objs $<TARGET_OBJECTS:${obj}>)
     endif()
   endforeach()

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <bpc/delay.h>
-#include "node_internal.h"
+#include "node_priv.h"
 
 typedef struct bp_length_delay {
     bp_node base;

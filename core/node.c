@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "node_priv.h"
-#include "node_internal.h"
 
 /* ---------------------------------------------------------------- variables */
 

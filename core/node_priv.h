@@ -1,5 +1,5 @@
-/* core/node_priv.h — the private parts of a node, shared by node.c,
- * collect.c and state.c; not installed. */
+/* core/node_priv.h — the private parts of a node and the hooks between core
+ * files (node.c, collect.c, state.c, delay.c); not installed. */
 #ifndef BPC_NODE_PRIV_H
 #define BPC_NODE_PRIV_H
 #include <bpc/node.h>
@@ -27,5 +27,10 @@ struct bp_node_priv {
 
 /* Removes (and releases) the implicit node registered under key. */
 bp_status bp__node_unregister_implicit_node(bp_node *n, const char *key);
+
+/* Called by bp_node_free before a node is released: drops the entries of
+ * global_delay_data that the node registered (its LengthDelays go with its
+ * implicit nodes). Implemented in delay.c. */
+void bp__delay_forget_owner(bp_node *n);
 
 #endif

@@ -269,11 +269,10 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
     const bp_tensor *xt = a->in[0]; /* dx has x's shape (the output's too, unless pooled) */
     bool want_ds = a->n_in > 1 && a->din[1], want_db = a->n_in > 2 && a->din[2];
     const int64_t shapeF[1] = {c->F};
-    /* dx goes straight into a fresh gradient buffer; otherwise into scratch,
-     * then added to what the buffer holds. */
-    bool dx_direct = a->din[0] && a->fresh[0];
-    if (a->din[0] && !dx_direct) st = bp_ag_empty(&dx_t, xt->ndim, xt->shape);
-    if (!st && want_ds) st = bp_ag_zeros(&ds_t, 1, shapeF);
+    /* dx goes straight into its gradient buffer (the graph gives overwriting
+     * ops a buffer of their own). */
+    bool dx_direct = a->din[0] != NULL;
+    if (want_ds) st = bp_ag_zeros(&ds_t, 1, shapeF);
     if (!st && want_db) st = bp_ag_zeros(&db_t, 1, shapeF);
     if (!st && (dx_direct || dx_t || ds_t || db_t)) {
         bp_real *dx = dx_direct ? bp_tensor_reals(a->din[0]) : dx_t ? bp_tensor_reals(dx_t) : NULL;
@@ -300,12 +299,14 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
             else
                 st = bp_bn_backward_eval(dx, ds, db, dy, x, m, s, sc, c->M, c->F, c->eps, NULL);
         }
-        if (!st && a->din[0] && !dx_direct) {
-            bp_real *g = bp_tensor_reals(a->din[0]);
-            for (int64_t i = 0; i < xt->numel; i++) g[i] += dx[i];
+        if (!st && want_ds) {
+            bp_tensor_zero(a->din[1]);
+            fold_add(bp_tensor_reals(a->din[1]), ds, c->F, c->C);
         }
-        if (!st && want_ds) fold_add(bp_tensor_reals(a->din[1]), ds, c->F, c->C);
-        if (!st && want_db) fold_add(bp_tensor_reals(a->din[2]), db, c->F, c->C);
+        if (!st && want_db) {
+            bp_tensor_zero(a->din[2]);
+            fold_add(bp_tensor_reals(a->din[2]), db, c->F, c->C);
+        }
     }
     bp_tensor_free(dx_t);
     bp_tensor_free(ds_t);
@@ -314,11 +315,11 @@ static bp_status bn_backward(const bp_ag_backward_args *a)
 }
 
 static const bp_ag_op bn_op = {
-    .name = "BatchNorm", .backward = bn_backward, .release = bn_ctx_release, .overwrites_fresh = true};
+    .name = "BatchNorm", .backward = bn_backward, .release = bn_ctx_release, .overwrites_grad = true};
 static const bp_ag_op bn_relu_pool_op = {
-    .name = "BatchNorm+ReLU+MaxPool", .backward = bn_backward, .release = bn_ctx_release, .overwrites_fresh = true};
+    .name = "BatchNorm+ReLU+MaxPool", .backward = bn_backward, .release = bn_ctx_release, .overwrites_grad = true};
 static const bp_ag_op bn_relu_op = {
-    .name = "BatchNorm+ReLU", .backward = bn_backward, .release = bn_ctx_release, .overwrites_fresh = true};
+    .name = "BatchNorm+ReLU", .backward = bn_backward, .release = bn_ctx_release, .overwrites_grad = true};
 
 /* Checks x against the layer: rank, channel count, kept axes, dtype. */
 static bp_status bn_check_input(const bp_batchnorm *bn, const bp_tensor *x)

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <bpc/batchnorm_kernels.h>
 #include "bn_internal.h"
-#include "lanes.h"
+#include "simd.h"
 
 /* ------------------------------------------- BatchNorm + ReLU + MaxPool
  *

@@ -17,12 +17,8 @@
 #endif
 #include <bpc/conv.h>
 #include <bpc/autograd.h>
-
-#ifdef BP_REAL_DOUBLE
-#define GEMM cblas_dgemm
-#else
-#define GEMM cblas_sgemm
-#endif
+#include "real_math.h"
+#include "simd.h"
 
 static bp_status conv_update(bp_node *n, bp_tensor *x, bp_tensor **out);
 
@@ -266,35 +262,6 @@ static void col2im_tile(const geom *g, bp_real *dxb, int64_t grp, int64_t p0, in
  * Taps outside the input along dims 0 and 1 are skipped; along dim 2 the
  * forward kernel reads zero-padded, channel-chunked copies of the input rows
  * (see direct_fwd), and the dw kernel clips each tap's position range. */
-
-#if defined(__AVX512F__)
-#define VBYTES 64
-#define NREGS 32
-#elif defined(__AVX__)
-#define VBYTES 32
-#define NREGS 16
-#else
-#define VBYTES 16
-#define NREGS 16
-#endif
-#define VL ((int)(VBYTES / sizeof(bp_real)))
-typedef bp_real vr __attribute__((vector_size(VBYTES)));
-/* Unaligned, aliasing view for loads and stores into user tensors. */
-typedef bp_real vru __attribute__((vector_size(VBYTES), aligned(sizeof(bp_real)), may_alias));
-
-/* acc + a * b as one fused multiply-add where the ISA has one (ISO C mode
- * does not contract a*b+c on its own). */
-#if defined(__AVX512F__) && !defined(BP_REAL_DOUBLE)
-#define VFMA(acc, a, b) ((acc) = _mm512_fmadd_ps((a), (b), (acc)))
-#elif defined(__AVX512F__)
-#define VFMA(acc, a, b) ((acc) = _mm512_fmadd_pd((a), (b), (acc)))
-#elif defined(__FMA__) && defined(__AVX__) && !defined(BP_REAL_DOUBLE)
-#define VFMA(acc, a, b) ((acc) = _mm256_fmadd_ps((a), (b), (acc)))
-#elif defined(__FMA__) && defined(__AVX__)
-#define VFMA(acc, a, b) ((acc) = _mm256_fmadd_pd((a), (b), (acc)))
-#else
-#define VFMA(acc, a, b) ((acc) = (acc) + (a) * (b))
-#endif
 
 /* Register blocks: positions (forward) or input channels (dw) per call, for
  * one or two output-channel vectors; leaves registers for the weights. */
@@ -953,7 +920,7 @@ static bp_status conv_forward_gemm(const geom *g, bp_real *y, const bp_real *x, 
             bp_real *yb = y + (b * g->Pout + p0) * g->Cout;
             for (int64_t grp = 0; grp < g->G; grp++) {
                 im2col_tile(g, xb, grp, p0, np, col);
-                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)np, (int)g->Cog, (int)g->K, 1, col,
+                R_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)np, (int)g->Cog, (int)g->K, 1, col,
                      (int)g->K, w + grp * g->Cog, (int)g->Cout, 0, yb + grp * g->Cog, (int)g->Cout);
             }
             if (bias)
@@ -1005,12 +972,12 @@ static bp_status conv_backward_gemm(const geom *g, bp_real *dx, bp_real *dw, con
                     if (dw) {
                         /* dW_g (K x Cog) += col^T (K x np) . dY_g (np x Cog) */
                         im2col_tile(g, xb, grp, p0, np, col);
-                        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g->K, (int)g->Cog, (int)np, 1, col,
+                        R_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g->K, (int)g->Cog, (int)np, 1, col,
                              (int)g->K, dyb + grp * g->Cog, (int)g->Cout, 1, dwt + grp * g->Cog, (int)g->Cout);
                     }
                     if (dx) {
                         /* dcol (np x K) = dY_g (np x Cog) . W_g^T (Cog x K) */
-                        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)np, (int)g->K, (int)g->Cog, 1,
+                        R_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)np, (int)g->K, (int)g->Cog, 1,
                              dyb + grp * g->Cog, (int)g->Cout, w + grp * g->Cog, (int)g->Cout, 0, dcol, (int)g->K);
                         col2im_tile(g, dx + b * g->Pin * g->Cin, grp, p0, np, dcol);
                     }
@@ -1145,14 +1112,14 @@ static bp_status conv_op_backward(const bp_ag_backward_args *a)
     bp_real *dx = a->din[0] ? bp_tensor_reals(a->din[0]) : NULL;
     bp_real *dw = a->n_in > 1 && a->din[1] ? bp_tensor_reals(a->din[1]) : NULL;
     bp_real *db = a->n_in > 2 && a->din[2] ? bp_tensor_reals(a->din[2]) : NULL;
-    /* dw and db accumulate; a fresh buffer for them (computed weights) starts at zero */
+    /* dw and db are sums over the batch: they start at zero */
     for (int j = 1; j < a->n_in; j++)
-        if (a->din[j] && a->fresh[j]) bp_tensor_zero(a->din[j]);
-    return conv_backward(g, dx, dx && a->fresh[0], dw, db, bp_tensor_creals(a->dout), bp_tensor_creals(a->in[0]),
+        if (a->din[j]) bp_tensor_zero(a->din[j]);
+    return conv_backward(g, dx, dx != NULL, dw, db, bp_tensor_creals(a->dout), bp_tensor_creals(a->in[0]),
                          bp_tensor_creals(a->in[1]));
 }
 
-static const bp_ag_op conv_op = {.name = "Conv", .backward = conv_op_backward, .overwrites_fresh = true};
+static const bp_ag_op conv_op = {.name = "Conv", .backward = conv_op_backward, .overwrites_grad = true};
 
 static bp_status conv_update(bp_node *n, bp_tensor *x, bp_tensor **out)
 {

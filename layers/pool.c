@@ -10,7 +10,7 @@
 #include <string.h>
 #include <bpc/pool.h>
 #include <bpc/autograd.h>
-#include "lanes.h"
+#include "simd.h"
 
 enum { POOL_MAX = 0, POOL_AVG = 1, POOL_ADAPTIVE = 2 };
 
@@ -299,14 +299,14 @@ static bp_status pool_op_backward(const bp_ag_backward_args *a)
     const pool_ctx *c = a->ctx;
     if (!a->din[0]) return BP_OK;
     if (c->g.kind == POOL_MAX && windows_disjoint(&c->g))
-        max_backward_disjoint(&c->g, bp_tensor_reals(a->din[0]), a->fresh[0], c->arg, bp_tensor_creals(a->dout));
+        max_backward_disjoint(&c->g, bp_tensor_reals(a->din[0]), true, c->arg, bp_tensor_creals(a->dout));
     else
-        pool_backward(&c->g, bp_tensor_reals(a->din[0]), a->fresh[0], c->arg, bp_tensor_creals(a->dout));
+        pool_backward(&c->g, bp_tensor_reals(a->din[0]), true, c->arg, bp_tensor_creals(a->dout));
     return BP_OK;
 }
 
 static const bp_ag_op pool_op = {
-    .name = "Pool", .backward = pool_op_backward, .release = pool_ctx_release, .overwrites_fresh = true};
+    .name = "Pool", .backward = pool_op_backward, .release = pool_ctx_release, .overwrites_grad = true};
 
 static bp_status pool_update(bp_node *n, bp_tensor *x, bp_tensor **out)
 {

@@ -17,12 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <bpc/optimizer.h>
-
-#ifdef BP_REAL_DOUBLE
-#define R_SQRT sqrt
-#else
-#define R_SQRT sqrtf
-#endif
+#include "real_math.h"
 
 /* Below this many elements a tensor is updated by the calling thread alone:
  * the fork/join costs more than the work. */

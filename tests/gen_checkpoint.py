@@ -17,7 +17,7 @@ Writes (all small):
   tests/data/ckpt_python.json              REF in bpc's JSON layout, by json.dumps
   tests/data/ckpt_bad_<defect>.npz         one defect each (see BAD_NPZ), for the
                                            error tests
-  tests/fuzz/corpus/<format>/seed_*        the files above, as fuzz seeds
+  io/fuzz/corpus/<format>/seed_*        the files above, as fuzz seeds
 
 The C test rebuilds REF from the same formulas (ref_state() in
 tests/test_checkpoint.c) and compares bit for bit.
@@ -32,7 +32,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data")
-CORPUS = os.path.join(HERE, "fuzz", "corpus")
+CORPUS = os.path.join(HERE, "..", "io", "fuzz", "corpus")
 
 
 def ref_state():

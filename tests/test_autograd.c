@@ -288,23 +288,22 @@ static bp_status failing_backward(const bp_ag_backward_args *a)
 }
 static const bp_ag_op failing_op = {.name = "failing", .backward = failing_backward};
 
-/* An op that declares overwrites_fresh: y = 2 * (in[0] + ... + in[n-1]).
- * It records which din buffers arrived fresh, writes those and adds to the
- * others. */
-static bool g_fresh[2];
+/* An op that declares overwrites_grad: y = 2 * (in[0] + ... + in[n-1]).
+ * Its backward writes (=) every din; it records which buffers it got. */
+static bp_tensor *g_din[2];
 
 static bp_status twice_backward(const bp_ag_backward_args *a)
 {
     for (int j = 0; j < a->n_in; j++) {
-        g_fresh[j] = a->fresh[j];
+        g_din[j] = a->din[j];
         if (!a->din[j]) continue;
         bp_real *d = a->din[j]->data;
         const bp_real *dy = a->dout->data;
-        for (int64_t i = 0; i < a->dout->numel; i++) d[i] = (a->fresh[j] ? 0 : d[i]) + 2 * dy[i];
+        for (int64_t i = 0; i < a->dout->numel; i++) d[i] = 2 * dy[i];
     }
     return BP_OK;
 }
-static const bp_ag_op twice_op = {.name = "twice", .backward = twice_backward, .overwrites_fresh = true};
+static const bp_ag_op twice_op = {.name = "twice", .backward = twice_backward, .overwrites_grad = true};
 
 static bp_status twice(bp_tensor **out, int n, bp_tensor **in)
 {
@@ -317,47 +316,48 @@ static bp_status twice(bp_tensor **out, int n, bp_tensor **in)
     return bp_ag_record(*out, &twice_op, n, in, NULL, 0);
 }
 
-/* fresh is set only for a buffer the graph made for this very call: not for
- * a leaf's grad, not for a buffer another op already added to, not for an
- * input given twice; and the gradients are right in every case. */
-static void test_overwrites_fresh(void **state)
+/* An overwriting op writes its din, and the graph turns that into the right
+ * accumulation in every case: a leaf's grad that already holds a value (the
+ * op gets scratch, never the leaf's grad), an intermediate read by this op
+ * alone, one given as both inputs (two separate buffers), and one that a
+ * later op (run first in backward) already added to. */
+static void test_overwrites_grad(void **state)
 {
     (void)state;
     bp_tensor *g, *x = leaf(2, (bp_real[]){1, 2}, &g), *a, *b, *y, *l;
-    /* leaf input: its grad tensor, never fresh */
+    /* leaf input whose grad holds 1: scratch, then added */
+    bp_tensor_fill(g, 1);
     BP_OK_OR_FAIL(twice(&y, 1, &x));
     BP_OK_OR_FAIL(bp_sum(&l, y, 0, NULL, false));
     BP_OK_OR_FAIL(bp_backward(l));
-    assert_false(g_fresh[0]);
-    expect_reals(g, 2, (bp_real[]){2, 2});
+    assert_non_null(g_din[0]);
+    assert_ptr_not_equal(g_din[0], g);
+    expect_reals(g, 2, (bp_real[]){3, 3});
     bp_tensor_free(y), bp_tensor_free(l);
-    /* an intermediate read by this op alone: fresh (and then written, not added) */
+    /* an intermediate read by this op alone */
     bp_tensor_fill(g, 0);
     BP_OK_OR_FAIL(bp_mul_scalar(&a, x, 3));
     BP_OK_OR_FAIL(twice(&y, 1, &a));
     BP_OK_OR_FAIL(bp_sum(&l, y, 0, NULL, false));
     BP_OK_OR_FAIL(bp_backward(l));
-    assert_true(g_fresh[0]);
     expect_reals(g, 2, (bp_real[]){6, 6});
     bp_tensor_free(a), bp_tensor_free(y), bp_tensor_free(l);
-    /* the same intermediate as both inputs: shared buffer, so not fresh */
+    /* the same intermediate as both inputs: two buffers, both counted */
     bp_tensor_fill(g, 0);
     BP_OK_OR_FAIL(bp_mul_scalar(&a, x, 3));
     BP_OK_OR_FAIL(twice(&y, 2, (bp_tensor *[]){a, a}));
     BP_OK_OR_FAIL(bp_sum(&l, y, 0, NULL, false));
     BP_OK_OR_FAIL(bp_backward(l));
-    assert_false(g_fresh[0]);
-    assert_false(g_fresh[1]);
+    assert_ptr_not_equal(g_din[0], g_din[1]);
     expect_reals(g, 2, (bp_real[]){12, 12});
     bp_tensor_free(a), bp_tensor_free(y), bp_tensor_free(l);
-    /* an intermediate that a later op (run first in backward) already added to: not fresh */
+    /* an intermediate that a later op (run first in backward) already added to */
     bp_tensor_fill(g, 0);
     BP_OK_OR_FAIL(bp_mul_scalar(&a, x, 3));
     BP_OK_OR_FAIL(twice(&y, 1, &a));
     BP_OK_OR_FAIL(bp_add(&b, y, a));
     BP_OK_OR_FAIL(bp_sum(&l, b, 0, NULL, false));
     BP_OK_OR_FAIL(bp_backward(l));
-    assert_false(g_fresh[0]);
     expect_reals(g, 2, (bp_real[]){9, 9});
     bp_tensor_free(a), bp_tensor_free(b), bp_tensor_free(y), bp_tensor_free(l);
     bp_tensor_free(x), bp_tensor_free(g);
@@ -554,7 +554,7 @@ int main(void)
         cmocka_unit_test_teardown(test_leaf_without_grad, teardown),
         cmocka_unit_test_teardown(test_backward_many_and_leaf_root, teardown),
         cmocka_unit_test_teardown(test_custom_op, teardown),
-        cmocka_unit_test_teardown(test_overwrites_fresh, teardown),
+        cmocka_unit_test_teardown(test_overwrites_grad, teardown),
         cmocka_unit_test_teardown(test_trainvar_leaf, teardown),
         cmocka_unit_test_teardown(test_pool_reuse, teardown),
         cmocka_unit_test_teardown(test_release_without_backward, teardown),

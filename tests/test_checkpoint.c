@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <bpc/checkpoint.h>
-#include "../core/ckpt_internal.h"
+#include "../io/ckpt_internal.h"
 #include "test_checkpoint_ref.h"
 
 static const bp_ckpt_format all_formats[] = {BP_CKPT_SAFETENSORS, BP_CKPT_NPZ, BP_CKPT_JSON};
@@ -320,7 +320,7 @@ static void test_safetensors_layout_matches_reference(void **state)
     size_t len, flen;
     BP_OK_OR_FAIL(bp_checkpoint_encode(BP_CKPT_SAFETENSORS, d, &buf, &len));
     char p[512];
-    snprintf(p, sizeof p, "%s/../fuzz/corpus/safetensors/seed_2", BP_TEST_DATA_DIR);
+    snprintf(p, sizeof p, "%s/corpus/safetensors/seed_2", BP_FUZZ_DIR);
     unsigned char *want = slurp(p, &flen);
     assert_int_equal(len, flen);
     assert_memory_equal(buf, want, len);
@@ -1383,7 +1383,7 @@ static void test_fuzz_corpus_regressions(void **state)
     for (int k = 0; k < 2; k++)
         for (size_t f = 0; f < 3; f++) {
             char dp[512];
-            snprintf(dp, sizeof dp, "%s/../fuzz/%s/%s", BP_TEST_DATA_DIR, dirs[k],
+            snprintf(dp, sizeof dp, "%s/%s/%s", BP_FUZZ_DIR, dirs[k],
                      bp_checkpoint_format_name(all_formats[f]));
             DIR *d = opendir(dp);
             if (!d) continue;

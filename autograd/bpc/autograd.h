@@ -111,22 +111,25 @@ bp_status bp_ag_detach(bp_tensor **out, bp_tensor *t);
 
 /* ------------------------------------------------------------ custom ops */
 
-/* What a backward function receives. It must accumulate (+=, never =)
- * d loss/d in[i] into din[i] for every i with din[i] != NULL; din[i] is NULL
- * when in[i] needs no gradient. din[i] has in[i]'s shape and the real dtype.
- * Two din entries may be the same tensor (x*x), so read only in, out and dout.
- * The one exception: for an op with overwrites_fresh set, fresh[i] true means
- * din[i] was allocated for this call, holds no gradient yet, is not another
- * din entry, and is NOT initialised: the op must write (=) every element of it.
- * fresh[i] is always false for ops without overwrites_fresh. */
+/* What a backward function receives. din[i] is NULL when in[i] needs no
+ * gradient; otherwise it has in[i]'s shape and the real dtype. dout, in and
+ * out are read-only. Two kinds of op:
+ *  - accumulating (overwrites_grad false): the backward adds (+=, never =)
+ *    d loss/d in[i] into din[i]. Two din entries may be the same tensor (x*x),
+ *    so read only in, out and dout.
+ *  - overwriting (overwrites_grad true): each non-NULL din[i] is a buffer of
+ *    its own, NOT initialised, and the backward writes (=) every element of
+ *    it. The graph hands over the real gradient buffer when nothing is in it
+ *    yet, and otherwise scratch that it adds into the real buffer itself
+ *    after the backward returns: so an op has one path, and a first write
+ *    costs no zeroing pass and no read-back. */
 typedef struct bp_ag_backward_args {
     void *ctx;                  /* the op's context, as copied by bp_ag_record */
     const bp_tensor *out;       /* the forward output */
     const bp_tensor *dout;      /* d loss/d out, shape of out */
     int n_in;
     bp_tensor *const *in;       /* the inputs, as recorded */
-    bp_tensor *const *din;      /* where to accumulate each input's gradient, or NULL */
-    const bool *fresh;          /* per input: din[i] is uninitialised and must be written (see above) */
+    bp_tensor *const *din;      /* each input's gradient buffer (see above), or NULL */
 } bp_ag_backward_args;
 
 /* An op's identity: its name (for messages), its backward, and how to free
@@ -137,10 +140,9 @@ typedef struct bp_ag_op {
     /* Frees what ctx points to (saved tensors, buffers); the ctx bytes
      * themselves belong to the graph. NULL when ctx owns nothing. */
     void (*release)(void *ctx);
-    /* True if backward honours bp_ag_backward_args.fresh: a gradient buffer
-     * that this op fills first is then handed over unzeroed, which saves
-     * zeroing it and reading it back (a pass over memory each). */
-    bool overwrites_fresh;
+    /* True if backward writes (=) each din instead of adding to it (see
+     * bp_ag_backward_args). */
+    bool overwrites_grad;
 } bp_ag_op;
 
 /* True if an op on these inputs would be recorded: grad mode on and some

@@ -1,4 +1,4 @@
-/* tests/fuzz/fuzz_common.h — the property every checkpoint loader is fuzzed for.
+/* io/fuzz/fuzz_common.h — the property every checkpoint loader is fuzzed for.
  *
  * For any input: bp_checkpoint_decode returns BP_OK or BP_EFORMAT (never
  * crashes, reads out of bounds, leaks or hits undefined behaviour: the

@@ -1,4 +1,4 @@
-/* bpc/bpc.h — includes every public header of bpc's core. */
+/* bpc/bpc.h — includes every public header of bpc. */
 #ifndef BPC_BPC_H
 #define BPC_BPC_H
 #include <bpc/config.h>
@@ -11,5 +11,14 @@
 #include <bpc/node.h>
 #include <bpc/state.h>
 #include <bpc/delay.h>
+#include <bpc/autograd.h>
+#include <bpc/ops.h>
+#include <bpc/gradcheck.h>
+#include <bpc/batchnorm.h>
+#include <bpc/conv.h>
+#include <bpc/dense.h>
+#include <bpc/pool.h>
+#include <bpc/optimizer.h>
+#include <bpc/scheduler.h>
 #include <bpc/checkpoint.h>
 #endif

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# tests/fuzz/run.sh [SECONDS] [FORMAT...] — fuzzes bpc's checkpoint loaders.
+# io/fuzz/run.sh [SECONDS] [FORMAT...] — fuzzes bpc's checkpoint loaders.
 #
 # Builds one libFuzzer harness per loader (fuzz_safetensors, fuzz_npz,
-# fuzz_json: tests/fuzz/fuzz_<format>.c) with
+# fuzz_json: io/fuzz/fuzz_<format>.c) with
 #   clang -fsanitize=fuzzer,address,undefined
-# against the sources of core/ (which the checkpoint code lives in), then runs
+# against the sources of core/ and io/ (the checkpoint code is in io/), then runs
 # each for SECONDS (default 5) from the committed seed corpus
-# tests/fuzz/corpus/<format>/ plus tests/fuzz/regress/<format>/, with the
-# token dictionary tests/fuzz/<format>.dict. FORMAT is
+# io/fuzz/corpus/<format>/ plus io/fuzz/regress/<format>/, with the
+# token dictionary io/fuzz/<format>.dict. FORMAT is
 # any of safetensors npz json (default: all three). Exit status: 0 when no
 # harness found anything, 1 when one did, 77 when clang or libFuzzer is missing
 # (ctest counts 77 as skipped). Needs: clang (Debian clang-14), libFuzzer
@@ -19,13 +19,13 @@
 # and crash-*/leak-*/timeout-* inputs.
 #
 # A long campaign, e.g. an hour per loader on 2 cores, keeping what it learns:
-#   FUZZ_WORK=$HOME/bpc-fuzz FUZZ_JOBS=2 tests/fuzz/run.sh 3600
+#   FUZZ_WORK=$HOME/bpc-fuzz FUZZ_JOBS=2 io/fuzz/run.sh 3600
 # FUZZ_WORK is reused across runs, so the grown corpus carries over. To fold
 # the new inputs into the committed seeds, minimise them first:
-#   $HOME/bpc-fuzz/fuzz_npz -merge=1 tests/fuzz/corpus/npz $HOME/bpc-fuzz/corpus-npz
+#   $HOME/bpc-fuzz/fuzz_npz -merge=1 io/fuzz/corpus/npz $HOME/bpc-fuzz/corpus-npz
 # When a harness finds a crash, the input is in $FUZZ_WORK/<format>/crash-<sha1>;
 # reproduce it with  $FUZZ_WORK/fuzz_<format> <file>,  fix the loader, and
-# commit the input as tests/fuzz/regress/<format>/<name>: test_checkpoint's
+# commit the input as io/fuzz/regress/<format>/<name>: test_checkpoint's
 # test_fuzz_corpus_regressions replays every file there on each ctest run,
 # without clang.
 set -euo pipefail
@@ -64,15 +64,15 @@ if [ -z "${FUZZ_WORK:-}" ]; then
 fi
 mkdir -p "$FUZZ_WORK"
 
-# The checkpoint code is in core/; the harnesses link every core source.
+# The checkpoint code is in io/, over core/; the harnesses link both folders' sources.
 cflags=(-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
-        -fno-omit-frame-pointer -std=c11 -D_POSIX_C_SOURCE=200809L -I"$root/core"
+        -fno-omit-frame-pointer -std=c11 -D_POSIX_C_SOURCE=200809L -I"$root/core" -I"$root/io"
         $(pkg-config --cflags jansson libzip zlib))
 libs=($(pkg-config --libs jansson libzip zlib) -lm -lpthread)
 objdir="$FUZZ_WORK/obj"
 mkdir -p "$objdir"
 objs=()
-for src in "$root"/core/*.c; do
+for src in "$root"/core/*.c "$root"/io/*.c; do
     obj="$objdir/$(basename "$src" .c).o"
     "$cc" "${cflags[@]}" -c "$src" -o "$obj"
     objs+=("$obj")

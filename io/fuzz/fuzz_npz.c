@@ -1,4 +1,4 @@
-/* tests/fuzz/fuzz_safetensors.c — libFuzzer harness for the .safetensors loader (see fuzz_common.h
+/* io/fuzz/fuzz_npz.c — libFuzzer harness for the .npz loader (see fuzz_common.h
  * for the property checked and run.sh for how to build and run it). */
 #include "fuzz_common.h"
 
@@ -6,5 +6,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    return fuzz_one(BP_CKPT_SAFETENSORS, data, size);
+    return fuzz_one(BP_CKPT_NPZ, data, size);
 }

@@ -1,4 +1,4 @@
-/* tests/fuzz/fuzz_json.c — libFuzzer harness for the .json loader (see fuzz_common.h
+/* io/fuzz/fuzz_json.c — libFuzzer harness for the .json loader (see fuzz_common.h
  * for the property checked and run.sh for how to build and run it). */
 #include "fuzz_common.h"
 

@@ -1,0 +1,100 @@
+/* layers/simd.h — the one SIMD vocabulary of bpc's kernels; private to
+ * layers/ (not installed).
+ *
+ * Written with GCC vector extensions, so that one source serves AVX-512, AVX2
+ * and generic builds (the valgrind build has no AVX-512), and arithmetic on a
+ * vector rounds exactly as the same arithmetic on its lanes one by one (the
+ * build never contracts a*b+c: -ffp-contract=off), which is what lets a fast
+ * kernel promise the same bits as its plain loop. Two families of types:
+ *
+ *   vr / vru   one register of the build's ISA (VBYTES bytes, VL reals):
+ *              the convolution kernels, which block on registers (NREGS);
+ *   pvr / pvru 64 bytes whatever the ISA (PVL reals), with pvi positions:
+ *              kernels over channel rows (pooling, the fused BatchNorm).
+ *
+ * The "u" types are unaligned, aliasing views for loads and stores into user
+ * tensors: `*(const vru *)p` is an unaligned load. Intrinsics appear only in
+ * this header, for what vector extensions cannot say (a fused multiply-add,
+ * a streaming store). */
+#ifndef BPC_LAYERS_SIMD_H
+#define BPC_LAYERS_SIMD_H
+
+#include <stdint.h>
+#include <string.h>
+#include <bpc/config.h>
+#if defined(__AVX512F__) || defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+/* ---- one native register ---- */
+#if defined(__AVX512F__)
+#define VBYTES 64
+#define NREGS 32
+#elif defined(__AVX__)
+#define VBYTES 32
+#define NREGS 16
+#else
+#define VBYTES 16
+#define NREGS 16
+#endif
+#define VL ((int)(VBYTES / sizeof(bp_real)))
+typedef bp_real vr __attribute__((vector_size(VBYTES)));
+typedef bp_real vru __attribute__((vector_size(VBYTES), aligned(sizeof(bp_real)), may_alias));
+
+/* acc + a * b as one fused multiply-add where the ISA has one (one rounding:
+ * a kernel that uses it promises its own bits, not those of a*b+c). */
+#if defined(__AVX512F__) && !defined(BP_REAL_DOUBLE)
+#define VFMA(acc, a, b) ((acc) = _mm512_fmadd_ps((a), (b), (acc)))
+#elif defined(__AVX512F__)
+#define VFMA(acc, a, b) ((acc) = _mm512_fmadd_pd((a), (b), (acc)))
+#elif defined(__FMA__) && defined(__AVX__) && !defined(BP_REAL_DOUBLE)
+#define VFMA(acc, a, b) ((acc) = _mm256_fmadd_ps((a), (b), (acc)))
+#elif defined(__FMA__) && defined(__AVX__)
+#define VFMA(acc, a, b) ((acc) = _mm256_fmadd_pd((a), (b), (acc)))
+#else
+#define VFMA(acc, a, b) ((acc) = (acc) + (a) * (b))
+#endif
+
+/* ---- 64-byte channel vectors ---- */
+
+/* Vectors of 64 bytes over channels, and a flat-position vector of as many
+ * lanes with the element width of the comparison masks. */
+#if defined(BP_REAL_DOUBLE)
+typedef int64_t pidx;
+#else
+typedef int32_t pidx;
+#endif
+#define PVL ((int)(64 / sizeof(bp_real)))
+typedef bp_real pvr __attribute__((vector_size(64)));
+typedef bp_real pvru __attribute__((vector_size(64), aligned(sizeof(bp_real)), may_alias));
+typedef pidx pvi __attribute__((vector_size(64)));
+
+/* arg <-> position vectors: one plain copy when the lanes are int32 (float).
+ * Vectors go by pointer: by value, 64-byte vectors change the calling
+ * convention between builds with and without AVX-512 (GCC's -Wpsabi). */
+static inline __attribute__((always_inline)) void load_idx(pvi *v, const int32_t *a)
+{
+    if (sizeof(pidx) == sizeof(int32_t))
+        memcpy(v, a, sizeof *v);
+    else
+        for (int j = 0; j < PVL; j++) (*v)[j] = a[j];
+}
+
+static inline __attribute__((always_inline)) void store_idx(int32_t *a, const pvi *v)
+{
+    if (sizeof(pidx) == sizeof(int32_t))
+        memcpy(a, v, sizeof *v);
+    else
+        for (int j = 0; j < PVL; j++) a[j] = (int32_t)(*v)[j];
+}
+
+/* One step of a max over positions, PVL channels: m, a take xv, pos where xv
+ * is larger or NaN, and a NaN, once in, stays (XLA's max propagates NaN). */
+static inline __attribute__((always_inline)) void max_take(pvr *m, pvi *a, const pvr *xv, pidx pos)
+{
+    pvi take = (*m == *m) & ~(*xv <= *m);
+    *m = (pvr)(((pvi)*xv & take) | ((pvi)*m & ~take));
+    *a = (pos & take) | (*a & ~take);
+}
+
+#endif
