@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <bpc/dense.h>
+#include "layer_input.h"
 #include <bpc/ops.h>
 
 /* ---------------------------------------------------------------- Dense */
@@ -12,13 +13,9 @@ static bp_status dense_update(bp_node *n, bp_tensor *x, bp_tensor **out)
 {
     bp_dense *d = (bp_dense *)n;
     const char *who = bp_node_name(n);
-    char s[128];
     if (!out) return bp_fail(BP_EINVAL, "%s: out is NULL", who);
     *out = NULL;
-    if (!x) return bp_fail(BP_EINVAL, "%s: input is NULL", who);
-    if (x->ndim < 1 || x->shape[x->ndim - 1] != d->num_in)
-        return bp_fail(BP_ESHAPE, "%s: expected input of shape (..., %lld), got %s", who, (long long)d->num_in,
-                       bp_shape_str(s, sizeof s, x->ndim, x->shape));
+    BP_TRY(bp__check_layer_input(who, x, &(bp_input_spec){.ndim = 0, .channels = d->num_in}));
     bp_tensor *xw;
     BP_TRY(bp_matmul(&xw, x, d->W->value));
     if (!d->b) {
