@@ -22,6 +22,20 @@ typedef float bp_real;
 #define BP_VERSION_PATCH 0
 #define BP_VERSION_STRING "0.1.0"
 
+/* The public API. The library is built with -fvisibility=hidden: only what a
+ * public header declares between BP_API_BEGIN and BP_API_END (after its own
+ * #includes) is exported from libbpc.so; internals (bp__ names, private
+ * headers) stay inside it. BP_API marks a single declaration the same way. */
+#if defined(__GNUC__) || defined(__clang__)
+#define BP_API __attribute__((visibility("default")))
+#define BP_API_BEGIN _Pragma("GCC visibility push(default)")
+#define BP_API_END _Pragma("GCC visibility pop")
+#else
+#define BP_API
+#define BP_API_BEGIN
+#define BP_API_END
+#endif
+
 /* Maximum number of tensor dimensions. */
 #define BP_MAX_DIMS 8
 
