@@ -1,7 +1,7 @@
 /* tests/test_init.c — BrainPy initializers (bpc/init.h).
  *
- * Built twice: as test_init against libbpc (float32) and, through
- * test_init_f64.c, against libbpc64 (float64). Checks are of three kinds:
+ * Built twice (BPC_TEST_BOTH_FLAVOURS): as test_init against libbpc
+ * (float32) and as test_init_f64 against libbpc64 (float64). Checks are of three kinds:
  * fans and reprs worked by hand; exact reproduction of each kind's formula
  * from a second generator with the same seed; and statistics of large fills
  * with tolerances derived from the sample size (see bp_stats.h). */

@@ -3,8 +3,9 @@
  * (tests/data/optim_quadratic.txt, optim_tinynet.txt, written by
  * tests/gen_optim.py from BrainPy 2.8.2's formulas), final slot values, the
  * lr each update used, vars() / state_dict keys, a checkpoint round trip, and
- * every error path. test_optim_f64.c includes this file to run the same
- * trajectories in the float64 flavour with a tight tolerance.
+ * every error path. Built in both flavours (BPC_TEST_BOTH_FLAVOURS): as
+ * test_optim_f64 it runs the same trajectories in float64 with a tight
+ * tolerance of 1e-12 of each tensor's scale (see TRAJ_TOL for why).
  *
  * The gradients are computed here by hand (the quadratic: a*p + b; the net:
  * y = x W + b, loss mean((y - t)^2), dW = x^T dy, db = sum_rows dy with
