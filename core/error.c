@@ -36,7 +36,7 @@ const char *bp_status_name(bp_status st)
     static const char *const names[] = {
         "BP_OK", "BP_EINVAL", "BP_ESHAPE", "BP_EDTYPE", "BP_ENOMEM", "BP_ENAME", "BP_ECONFLICT",
         "BP_EMODE", "BP_ENOTFOUND", "BP_EUNSUPPORTED", "BP_EIO", "BP_EFORMAT", "BP_ENUMERIC",
-        "BP_ESTATE"};
+        "BP_ESTATE", "BP_ECOMM"};
     if ((unsigned)st < sizeof names / sizeof names[0]) return names[st];
     return "BP_E?";
 }

@@ -25,7 +25,8 @@ typedef enum bp_status {
     BP_EIO,          /* a file could not be opened, read or written */
     BP_EFORMAT,      /* a file or buffer that is corrupt, truncated or of another model */
     BP_ENUMERIC,     /* a NaN or Inf where a finite value is required */
-    BP_ESTATE        /* a call out of order (e.g. backward twice over a freed graph) */
+    BP_ESTATE,       /* a call out of order (e.g. backward twice over a freed graph) */
+    BP_ECOMM         /* a collective failed, or the processes taking part disagree on it */
 } bp_status;
 
 /* The message of the last failure on this thread ("" if none). Never NULL. */
