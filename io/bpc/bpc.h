@@ -11,6 +11,7 @@
 #include <bpc/node.h>
 #include <bpc/state.h>
 #include <bpc/delay.h>
+#include <bpc/comm.h>
 #include <bpc/autograd.h>
 #include <bpc/ops.h>
 #include <bpc/gradcheck.h>
@@ -20,5 +21,6 @@
 #include <bpc/pool.h>
 #include <bpc/optimizer.h>
 #include <bpc/scheduler.h>
+#include <bpc/data_parallel.h>
 #include <bpc/checkpoint.h>
 #endif
