@@ -23,4 +23,5 @@
 #include <bpc/scheduler.h>
 #include <bpc/data_parallel.h>
 #include <bpc/checkpoint.h>
+#include <bpc/nifti.h>
 #endif
