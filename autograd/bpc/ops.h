@@ -105,6 +105,46 @@ bp_status bp_softmax_cross_entropy(bp_tensor **out, bp_tensor *logits, bp_tensor
  * be equal. Gradient flows to both (to target only if it requires grad). */
 bp_status bp_mse(bp_tensor **out, bp_tensor *pred, bp_tensor *target);
 
+/* -------------------------------------------------- segmentation losses */
+
+/* Options of the per-voxel losses below. Labels are int32 or int64. */
+typedef struct bp_seg_loss_opts {
+    const double *class_weight; /* C weights (cross-entropy only), or NULL: all 1; borrowed during the call */
+    bool has_ignore;            /* voxels labelled ignore_label count nowhere */
+    int64_t ignore_label;
+    double smooth_nr, smooth_dr; /* Dice: (2 I + smooth_nr) / (S + smooth_dr); default 1e-5 each */
+    bool include_background;     /* Dice: class 0 counts (default true) */
+    bool batch;                  /* Dice: sums over the whole batch, not per sample (default false) */
+} bp_seg_loss_opts;
+
+/* The defaults: no weights, no ignore label, smooth 1e-5 / 1e-5, background
+ * included, per-sample Dice. */
+bp_seg_loss_opts bp_seg_loss_defaults(void);
+
+/* Weighted softmax cross-entropy over voxels, as torch.nn.functional.
+ * cross_entropy(weight, ignore_index) on channels-last data: logits (..., C),
+ * labels (...); out (0-d) = sum_v w[y_v] * (lse(x_v) - x_v[y_v]) / sum_v w[y_v]
+ * over voxels not ignored. With no such voxel (or a zero weight sum) out is 0
+ * and the gradient 0, where PyTorch gives NaN. opts NULL: defaults. Gradient
+ * flows to logits. */
+bp_status bp_seg_cross_entropy(bp_tensor **out, bp_tensor *logits, bp_tensor *labels, const bp_seg_loss_opts *opts);
+
+/* Soft Dice loss of softmax(logits) against one-hot labels, as MONAI's
+ * DiceLoss(softmax=True, to_onehot_y=True): logits (B, ..., C), labels
+ * (B, ...); for each sample b (or the whole batch when opts->batch) and class
+ * c, I = sum_v p_vc g_vc and S = sum_v (p_vc + g_vc) over voxels not ignored,
+ * and out (0-d) = mean over (b, c) of 1 - (2 I + smooth_nr) / (S + smooth_dr),
+ * classes from 1 when include_background is false. Gradient flows to logits.
+ * Dice + cross-entropy is bp_add of the two. */
+bp_status bp_soft_dice_loss(bp_tensor **out, bp_tensor *logits, bp_tensor *labels, const bp_seg_loss_opts *opts);
+
+/* The Dice score per class of a hard prediction (the argmax of logits
+ * (..., C) over C, ties to the lower class) against labels (...):
+ * dice[c] = 2 |P_c and G_c| / (|P_c| + |G_c|) over voxels not ignored
+ * (opts may be NULL), NaN where class c is in neither. dice has C entries.
+ * Not recorded (a metric). */
+bp_status bp_dice_score(const bp_tensor *logits, const bp_tensor *labels, const bp_seg_loss_opts *opts, double *dice);
+
 #ifdef __cplusplus
 }
 #endif
