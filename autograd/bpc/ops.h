@@ -70,6 +70,19 @@ bp_status bp_reshape(bp_tensor **out, bp_tensor *a, int ndim, const int64_t *sha
  * end) merged into one, as torch.flatten. A view of a. */
 bp_status bp_flatten(bp_tensor **out, bp_tensor *a, int start_dim, int end_dim);
 
+/* out = the n tensors (1 <= n <= 8) joined along axis (negative counts from
+ * the end; -1 is the channels of channels-last data, a U-Net's skip
+ * connection). Every other dim must agree. Gradient flows to each input. */
+bp_status bp_concat(bp_tensor **out, int n, bp_tensor *const *in, int axis);
+
+/* Up-sampling of channels-last x (B, s_1, ..., s_k, C), k = 1..3 spatial dims,
+ * by integer factors scale[0..k) >= 1: out (B, s_1*scale[0], ..., C). */
+typedef enum bp_upsample_mode {
+    BP_UPSAMPLE_NEAREST, /* out[o] = x[floor(o / scale)], as torch's mode='nearest' */
+    BP_UPSAMPLE_LINEAR   /* linear / bilinear / trilinear with align_corners=False, as torch */
+} bp_upsample_mode;
+bp_status bp_upsample(bp_tensor **out, bp_tensor *x, int k, const int *scale, bp_upsample_mode mode);
+
 /* ------------------------------------------------------------ activations */
 
 /* out = max(a, 0); gradient 1 where a > 0, else 0 (0 at a = 0, as PyTorch). */
