@@ -24,4 +24,5 @@
 #include <bpc/data_parallel.h>
 #include <bpc/checkpoint.h>
 #include <bpc/nifti.h>
+#include <bpc/sliding_window.h>
 #endif
