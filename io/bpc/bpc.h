@@ -25,4 +25,5 @@
 #include <bpc/checkpoint.h>
 #include <bpc/nifti.h>
 #include <bpc/sliding_window.h>
+#include <bpc/augment.h>
 #endif
