@@ -21,7 +21,8 @@
 #define BP__LN_PAR_MIN 32768
 
 /* Forward: per row, mean and biased variance in two passes with double
- * accumulators, rstd = 1/sqrt(var + eps), y = (x - mean)*rstd*scale + bias.
+ * accumulators, rstd = 1/sqrt(var + eps) (0 when var + eps == 0), y = (x -
+ * mean)*rstd*scale + bias.
  * mean and rstd are written (never NULL). Rows run in parallel; each row's
  * arithmetic is the same at any thread count. y may equal x. */
 void bp__layernorm_forward_ref(bp_real *y, bp_real *mean, bp_real *rstd, const bp_real *x,

@@ -3,6 +3,7 @@
  *
  * Math, per row r of N values (eps inside the square root):
  *   mean = sum_j x_j / N,  var = sum_j (x_j - mean)^2 / N,  rstd = 1/sqrt(var + eps)
+ *   (rstd = 0 when var + eps == 0, a constant row with eps = 0)
  *   xhat_j = (x_j - mean) * rstd,  y_j = xhat_j * scale_j + bias_j
  * Backward: y depends on x_j directly and through mean and rstd. With
  * g_j = dy_j * scale_j,
@@ -37,7 +38,9 @@ void bp__layernorm_forward_ref(bp_real *y, bp_real *mean, bp_real *rstd, const b
             double d = xr[j] - mu;
             ss += d * d;
         }
-        const double inv = 1.0 / sqrt(ss / (double)N + eps);
+        /* A constant row with eps = 0 has no scale: rstd 0 makes it output
+         * bias (as BatchNorm's kernels do) instead of 0 * inf = NaN. */
+        const double v = ss / (double)N + eps, inv = v > 0 ? 1.0 / sqrt(v) : 0.0;
         mean[r] = (bp_real)mu;
         rstd[r] = (bp_real)inv;
         /* The output uses the saved (rounded) statistics, the values the

@@ -6,6 +6,7 @@
  *   mean_r = sum_j x[r,j] / N,   var_r = sum_j (x[r,j] - mean_r)^2 / N   (biased)
  *   y[r,j] = (x[r,j] - mean_r) / sqrt(var_r + epsilon) * scale[j] + bias[j]
  * The same computation while fitting and in evaluation (no running statistics).
+ * A constant row with epsilon 0 outputs bias (1/sqrt(0) is taken as 0), not NaN.
  * For channels-last images, normalized_shape (C,) normalises each voxel over
  * its channels, and (H, W, D, C) each sample over everything.
  *
