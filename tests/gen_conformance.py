@@ -256,6 +256,7 @@ def main():
         # LayerNorm over the trailing normalized_shape dims.
         layernorm_case(w, "layernorm_c", (2, 3, 4, 6), (6,), 1e-5, True)
         layernorm_case(w, "layernorm_wdc", (2, 3, 4, 5), (3, 4, 5), 1e-5, True)
+        layernorm_case(w, "layernorm_sample", (2, 2, 3, 4, 5), (2, 3, 4, 5), 1e-5, True)
         layernorm_case(w, "layernorm_noaffine", (3, 2, 7), (7,), 1e-3, False)
 
 

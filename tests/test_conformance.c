@@ -214,6 +214,7 @@ CTOR(sequential_conv_relu)
 }
 CTOR(layernorm_c) { return mk_layernorm(out, m, 1, (int64_t[]){6}, 1e-5, true); }
 CTOR(layernorm_wdc) { return mk_layernorm(out, m, 3, (int64_t[]){3, 4, 5}, 1e-5, true); }
+CTOR(layernorm_sample) { return mk_layernorm(out, m, 4, (int64_t[]){2, 3, 4, 5}, 1e-5, true); }
 CTOR(layernorm_noaffine) { return mk_layernorm(out, m, 1, (int64_t[]){7}, 1e-3, false); }
 
 static void dropout_fit_property(const conf_row *row);
@@ -285,9 +286,12 @@ static const conf_row rows[] = {
      SHAPE(4, 16, 16, 3)},
     /* LayerNorm: rows in parallel, column sums in a fixed order (layernorm_ref.c). */
     {"layernorm_c", layernorm_c, SHAPE(2, 3, 4, 6), 5e-5, 1e-4, BOTH_T, 0, "expected at least 1D input (got 0D input)",
-     SHAPE(64, 32, 6)},
+     SHAPE(256, 32, 6)},
     {"layernorm_wdc", layernorm_wdc, SHAPE(2, 3, 4, 5), 5e-5, 1e-4, BOTH_T, 2,
      "expected at least 3D input (got 2D input)", SHAPE(600, 3, 4, 5)},
+    /* A whole (B,H,W,D,C) sample: N = 120, two column blocks of the parameter sums. */
+    {"layernorm_sample", layernorm_sample, SHAPE(2, 2, 3, 4, 5), 5e-5, 1e-4, BOTH_T, 3,
+     "expected at least 4D input (got 3D input)", SHAPE(300, 2, 3, 4, 5)},
     {"layernorm_noaffine", layernorm_noaffine, SHAPE(3, 2, 7), 5e-5, 1e-4, CONF_THREADS_OUT, 0,
      "expected at least 1D input (got 0D input)", SHAPE(64, 128, 7)},
 };
@@ -297,6 +301,7 @@ static const conf_row rows[] = {
 /* ---------------------------------------------------------- helpers */
 
 static fx_file *fx;
+static int threads_at_start; /* OMP_NUM_THREADS's, restored before each case */
 
 static bool fx_has(const char *row, const char *what)
 {
@@ -417,8 +422,23 @@ static bool same_bits(const bp_tensor *a, const bp_tensor *b)
 static int setup(void **state)
 {
     (void)state;
+    threads_at_start = omp_get_max_threads();
     fx = fx_load("conformance_layers.txt");
     return fx ? 0 : -1;
+}
+
+/* Before each case: whatever a failed case left behind (cmocka leaves a
+ * failing case in the middle) must not leak into the next one: an open
+ * no-grad scope, a recorded graph, a thread count, the shared fit. */
+
+static int reset_case(void **state)
+{
+    (void)state;
+    while (!bp_grad_enabled()) bp_no_grad_end();
+    bp_ag_release_graph();
+    omp_set_num_threads(threads_at_start);
+    bp_share_clear();
+    return 0;
 }
 
 static int teardown(void **state)
@@ -751,7 +771,8 @@ static char names[MAX_CASES][96];
 static size_t add_case(size_t k, const conf_row *row, const char *check, CMUnitTestFunction fn)
 {
     snprintf(names[k], sizeof names[k], "%s.%s", row->name, check);
-    cases[k] = (struct CMUnitTest){.name = names[k], .test_func = fn, .initial_state = (void *)row};
+    cases[k] = (struct CMUnitTest){.name = names[k], .test_func = fn, .setup_func = reset_case,
+                                   .initial_state = (void *)row};
     return k + 1;
 }
 
