@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #include <cmocka.h>
@@ -37,5 +38,29 @@
             fail_msg("%s = %.9g, expected %.9g (atol %g rtol %g)", #a, bp_a_, bp_b_, \
                      (double)(atol), (double)(rtol));                              \
     } while (0)
+
+/* Running one case alone: a suite that starts its tests through
+ * bp_run_tests (a static array, as cmocka_run_group_tests) or bp_run_test_array
+ * (an array built at run time, with its count) honours the environment
+ * variable BP_TEST_FILTER, a cmocka pattern ('*' any run of characters, '?'
+ * one) matched against the test names; unset or empty runs everything:
+ *   BP_TEST_FILTER='bn3d_fit.*' ./build/tests/test_conformance
+ *   BP_TEST_FILTER='*.gradcheck' ctest --test-dir build -R conformance_f64
+ * (ctest passes the environment through). */
+static inline void bp_apply_test_filter(void)
+{
+    const char *pattern = getenv("BP_TEST_FILTER");
+    if (pattern && *pattern) cmocka_set_test_filter(pattern);
+}
+
+static inline int bp_run_test_array(const char *group, const struct CMUnitTest *tests, size_t count,
+                                    CMFixtureFunction setup, CMFixtureFunction teardown)
+{
+    bp_apply_test_filter();
+    return _cmocka_run_group_tests(group, tests, count, setup, teardown);
+}
+
+#define bp_run_tests(tests, setup, teardown) \
+    bp_run_test_array(#tests, (tests), sizeof(tests) / sizeof((tests)[0]), (setup), (teardown))
 
 #endif

@@ -18,6 +18,7 @@
 #include <bpc/batchnorm.h>
 #include <bpc/conv.h>
 #include <bpc/dense.h>
+#include <bpc/layernorm.h>
 #include <bpc/pool.h>
 #include <bpc/optimizer.h>
 #include <bpc/scheduler.h>
