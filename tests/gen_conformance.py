@@ -203,6 +203,19 @@ def layernorm_case(w, name, shape, normalized_shape, eps, affine):
     Case(w, name).run(randn(*shape, scale=1.5, shift=-0.5), ln, params)
 
 
+def groupnorm_case(w, name, shape, groups, eps, affine):
+    """torch.nn.GroupNorm on the channels-first view (InstanceNorm: groups = C)."""
+    C = shape[-1]
+    gn = torch.nn.GroupNorm(groups, C, eps=eps, affine=affine).double()
+    params = []
+    if affine:
+        with torch.no_grad():
+            gn.weight.copy_(f32(torch.rand(C, generator=GEN, dtype=torch.float64) + 0.5))
+            gn.bias.copy_(randn(C, scale=0.3))
+        params = [("bias", gn.bias, lambda t: t), ("scale", gn.weight, lambda t: t)]
+    Case(w, name).run(randn(*shape, scale=1.5, shift=0.7), lambda x: to_cl(gn(to_cf(x))), params)
+
+
 def main():
     with FixtureWriter(OUT, "PyTorch %s reference values (float64), written by tests/gen_conformance.py"
                        % torch.__version__) as w:
@@ -258,6 +271,10 @@ def main():
         layernorm_case(w, "layernorm_wdc", (2, 3, 4, 5), (3, 4, 5), 1e-5, True)
         layernorm_case(w, "layernorm_sample", (2, 2, 3, 4, 5), (2, 3, 4, 5), 1e-5, True)
         layernorm_case(w, "layernorm_noaffine", (3, 2, 7), (7,), 1e-3, False)
+        # GroupNorm / InstanceNorm per (sample, group), channels-last.
+        groupnorm_case(w, "groupnorm3d_g2", (2, 3, 2, 3, 4), 2, 1e-5, True)
+        groupnorm_case(w, "instancenorm3d", (1, 4, 3, 2, 3), 3, 1e-5, True)
+        groupnorm_case(w, "groupnorm1d_g1_noaffine", (3, 5, 6), 1, 1e-3, False)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,20 @@ static bp_status mk_layernorm(bp_node **out, const conf_make *m, int n_norm, con
     return bp_layernorm_new(out, n_norm, shape, &o);
 }
 
+static bp_status mk_groupnorm(bp_node **out, const conf_make *m, int64_t groups, int64_t C, double eps, bool affine,
+                              bool instance)
+{
+    bp_groupnorm_opts o = bp_groupnorm_defaults();
+    o.mode = m->mode;
+    o.name = m->name;
+    o.rng = m->rng;
+    o.epsilon = eps;
+    o.affine = affine;
+    o.scale_initializer = bp_uniform_init(0.5, 1.5);
+    o.bias_initializer = bp_normal_init(0.0, 0.3);
+    return instance ? bp_instancenorm_new(out, C, &o) : bp_groupnorm_new(out, groups, C, &o);
+}
+
 #define CTOR(fn) static bp_status fn(bp_node **out, const conf_make *m)
 
 CTOR(bn1d) { return mk_bn(out, m, 3, 5, 0.9, 1e-5); }
@@ -216,6 +230,9 @@ CTOR(layernorm_c) { return mk_layernorm(out, m, 1, (int64_t[]){6}, 1e-5, true); 
 CTOR(layernorm_wdc) { return mk_layernorm(out, m, 3, (int64_t[]){3, 4, 5}, 1e-5, true); }
 CTOR(layernorm_sample) { return mk_layernorm(out, m, 4, (int64_t[]){2, 3, 4, 5}, 1e-5, true); }
 CTOR(layernorm_noaffine) { return mk_layernorm(out, m, 1, (int64_t[]){7}, 1e-3, false); }
+CTOR(groupnorm3d_g2) { return mk_groupnorm(out, m, 2, 4, 1e-5, true, false); }
+CTOR(instancenorm3d) { return mk_groupnorm(out, m, 3, 3, 1e-5, true, true); }
+CTOR(groupnorm1d_g1_noaffine) { return mk_groupnorm(out, m, 1, 6, 1e-3, false, false); }
 
 static void dropout_fit_property(const conf_row *row);
 
@@ -294,6 +311,14 @@ static const conf_row rows[] = {
      "expected at least 4D input (got 3D input)", SHAPE(300, 2, 3, 4, 5)},
     {"layernorm_noaffine", layernorm_noaffine, SHAPE(3, 2, 7), 5e-5, 1e-4, CONF_THREADS_OUT, 0,
      "expected at least 1D input (got 0D input)", SHAPE(64, 128, 7)},
+    /* GroupNorm / InstanceNorm: plain loops on one thread (groupnorm_ref.c),
+     * so bitwise at any thread count; (B, ..., C) of any rank >= 2. */
+    {"groupnorm3d_g2", groupnorm3d_g2, SHAPE(2, 3, 2, 3, 4), 5e-5, 1e-4, BOTH_T, 1,
+     "expected at least 2D input (B, ..., C) (got 1D input)", SHAPE(2, 16, 16, 16, 4)},
+    {"instancenorm3d", instancenorm3d, SHAPE(1, 4, 3, 2, 3), 5e-5, 1e-4, BOTH_T, 1,
+     "expected at least 2D input (B, ..., C) (got 1D input)", SHAPE(2, 16, 16, 16, 3)},
+    {"groupnorm1d_g1_noaffine", groupnorm1d_g1_noaffine, SHAPE(3, 5, 6), 5e-5, 1e-4, CONF_THREADS_OUT, 1,
+     "expected at least 2D input (B, ..., C) (got 1D input)", SHAPE(8, 128, 6)},
 };
 #pragma GCC diagnostic pop
 #define N_ROWS (sizeof rows / sizeof rows[0])

@@ -19,6 +19,7 @@
 #include <bpc/conv.h>
 #include <bpc/dense.h>
 #include <bpc/layernorm.h>
+#include <bpc/groupnorm.h>
 #include <bpc/pool.h>
 #include <bpc/optimizer.h>
 #include <bpc/scheduler.h>
