@@ -20,6 +20,7 @@
 #include <bpc/random.h>
 #include <bpc/autograd.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -108,4 +109,5 @@ bp_status bp_mse(bp_tensor **out, bp_tensor *pred, bp_tensor *target);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -40,6 +40,7 @@
 #include <bpc/mode.h>
 #include <bpc/share.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -264,4 +265,5 @@ bp_status bp_node_tpu(bp_node *n);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -46,6 +46,7 @@
 #include <bpc/state.h>
 #include <bpc/random.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -154,4 +155,5 @@ bp_status bp_npy_read(const char *path, bp_tensor **out);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

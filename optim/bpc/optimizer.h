@@ -68,6 +68,7 @@
 #include <bpc/state.h>
 #include <bpc/scheduler.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -185,4 +186,5 @@ bp_var *bp_optim_train_var(const bp_node *opt, size_t i);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -51,6 +51,7 @@
 #include <stdint.h>
 #include <bpc/node.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -142,4 +143,5 @@ bool bp_scheduler_is_call_based(const bp_node *s);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif
