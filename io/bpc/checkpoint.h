@@ -4,7 +4,7 @@
  * variables under BrainPy's absolute keys ("BatchNorm3d0.running_mean", as
  * vars().unique()), plus optional user metadata under "meta/<key>". The file
  * name's extension picks the format, as BrainPy's legacy save_states did
- * (brainpy-semantics.md §2.8):
+ * (docs/brainpy-semantics.md §2.8):
  *
  *   .safetensors  the safetensors layout: an 8-byte little-endian header length,
  *                 a JSON header (dtype "F32" "F64" "I32" "I64" "U8", shape,
