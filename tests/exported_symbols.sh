@@ -7,7 +7,9 @@
 #   - a name that does not start with bp_ (a helper that escaped the prefix),
 # and when a few functions of the public API are missing (one per folder).
 # It lists every offending symbol. The linker's own marks (_init, _fini,
-# _edata, _end, __bss_start) are not bpc's and are skipped.
+# _edata, _end, __bss_start) are not bpc's and are skipped; in an ASan build
+# each exported global G comes with ASan's one-definition-rule mark
+# __odr_asan.G, checked as G.
 set -eu
 if [ $# -lt 1 ]; then
   echo "usage: $0 LIB.so..." >&2
@@ -16,7 +18,7 @@ fi
 NM=${NM:-nm}
 status=0
 for lib in "$@"; do
-  syms=$("$NM" -D --defined-only "$lib" | awk '{ print $NF }' |
+  syms=$("$NM" -D --defined-only "$lib" | awk '{ sub(/^__odr_asan\./, "", $NF); print $NF }' |
          grep -v -x -e _init -e _fini -e _edata -e _end -e __bss_start | sort -u)
   internal=$(printf '%s\n' "$syms" | grep '^bp__' || true)
   foreign=$(printf '%s\n' "$syms" | grep -v '^bp_' || true)
