@@ -8,14 +8,15 @@
  *
  * Every time is the median (--min: the minimum) of --reps runs after --warmup runs,
  * on buffers allocated and written once before timing, so no timed run page-faults
- * (performance-anchors.md, trap 2). bpc and oneDNN take turns in --rounds rounds (see
+ * (the first-touch trap). bpc and oneDNN take turns in --rounds rounds (see
  * time_pair). PyTorch runs in a child (/usr/bin/python3 bench/batchnorm_torch.py)
  * with the same thread count, for both NCDHW and channels_last_3d. Effective bandwidth
- * uses the byte model of performance-anchors.md: 12, 8 and 20 bytes per element; the
- * "DRAM" column is the fraction of the regular-store triad bandwidth it reaches, the
- * triad measured at the start of this run at each thread count (bench_triad_gbs;
- * performance-anchors.md's Zen 5 gave 39.2 / 46.2 GB/s, a Zen 4 ~22 / ~45): above
- * 100% part of the data came from L3.
+ * uses the byte model of the speed goals: 12, 8 and 20 bytes per element; the
+ * "DRAM" column is the fraction of the DRAM limit it reaches, measured at the start
+ * of this run at each thread count (bench_dram_gbs: a read-only sum or a triad
+ * counted with its write-allocate reads, whichever is faster), printed only for
+ * tensors at least twice the L3 (smaller ones are partly served from the L3,
+ * which that limit does not bound).
  * "xDNNL", "xNCDHW" and "xCL3d" are speedups: the other's time over bpc's.
  * After each shape it compares bpc's outputs with oneDNN's, and both batch
  * variances with a float64 two-pass reference. */
@@ -431,12 +432,12 @@ int main(int argc, char **argv)
     printf("bpc BatchNorm kernels, float32, %d reps (%s), %d warm-up runs per round\n", o.reps,
            o.use_min ? "minimum" : "median", o.warmup);
     double triad[8];
-    printf("DRAM bound: regular-store triad measured now:");
+    printf("limit, %s, measured now:", BENCH_DRAM_LIMIT_NAME);
     for (int ti = 0; ti < o.nthreads; ti++) {
-        triad[ti] = bench_triad_gbs(o.threads[ti]);
+        triad[ti] = bench_dram_gbs(o.threads[ti]);
         printf(" %.1f GB/s (%d thread%s)", triad[ti], o.threads[ti], o.threads[ti] > 1 ? "s" : "");
     }
-    printf("\n");
+    printf("\n(the DRAM column: tensors of at least twice the %.0f MiB L3 only)\n", BENCH_L3_BYTES / (1 << 20));
 #ifdef BPC_HAVE_DNNL
     const dnnl_version_t *v = dnnl_version();
     if (o.dnnl) printf("oneDNN %d.%d.%d (ndhwc, forward train / inference with global stats, backward)\n", v->major, v->minor, v->patch);
@@ -505,7 +506,10 @@ int main(int argc, char **argv)
                    "", "bpc ms", "GB/s", "DRAM", "oneDNN", "xDNNL", "NCDHW", "xNCDHW", "CL3d", "xCL3d");
             for (int k = 0; k < N_OPS; k++) {
                 double gbs = op_bytes[k] * (double)n / (ours[k] * 1e6);
-                printf("  %-26s %8.3f %7.1f %5.0f%%", op_names[k], ours[k], gbs, 100 * gbs / bw);
+                if ((double)n * sizeof(float) >= 2.0 * BENCH_L3_BYTES)
+                    printf("  %-26s %8.3f %7.1f %5.0f%%", op_names[k], ours[k], gbs, 100 * gbs / bw);
+                else
+                    printf("  %-26s %8.3f %7.1f %6s", op_names[k], ours[k], gbs, "(L3)");
                 print_ratio(dn[k], ours[k]);
                 print_ratio(tc[0][k], ours[k]);
                 print_ratio(tc[1][k], ours[k]);

@@ -1,5 +1,5 @@
 /* bench/train_step — one SGD training step of the small 3-D CNN of
- * performance-anchors.md (Conv3d(1,16)-BN-ReLU-MaxPool-Conv3d(16,32)-BN-ReLU-
+ * the speed goals (Conv3d(1,16)-BN-ReLU-MaxPool-Conv3d(16,32)-BN-ReLU-
  * MaxPool-Dense, the model of examples/train3d), batch 16, 32^3 input,
  * cross-entropy: median step time and peak RSS at 1 and 2 threads, beside
  * PyTorch measured in the same run with the same thread count. Each thread
@@ -93,9 +93,9 @@ int main(int argc, char **argv)
             printf("usage: train_step [--reps N] [--batch N] [--size S] [--no-torch]\n"
                    "Median SGD step time and peak RSS of the small 3-D CNN at 1 and 2 threads, beside\n"
                    "PyTorch (same net, same thread count; as shipped and tuned) measured in the same run,\n"
-                   "and the convolutions' floor at this machine's sgemm rate. Defaults: 10 reps, batch 16,\n"
-                   "32^3. Goal (issue 6): faster than tuned PyTorch, at most half of its peak RSS (the\n"
-                   "anchors' Zen 5 saw tuned PyTorch at 98.5 ms at 1 thread, 56 ms at 2).\n");
+                   "and the convolutions' floor at this machine's FMA peak. Defaults: 10 reps, batch 16,\n"
+                   "32^3. Goal: faster than tuned PyTorch, at most half of its peak RSS (a Zen 5 saw\n"
+                   "tuned PyTorch at 98.5 ms at 1 thread, 56 ms at 2).\n");
             return 0;
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
@@ -114,12 +114,15 @@ int main(int argc, char **argv)
     if (child) return measure(child, reps, batch, size);
     const char *core = getenv("OPENBLAS_CORETYPE");
     /* The convolutions' FLOPs: conv1 forward + dw (its input needs no
-     * gradient), conv2 forward + dw + dx, each 2*B*P*Cin*Cout*27. */
-    double P = (double)size * size * size, conv_gflop = 2.0 * batch * 27 * (P * 1 * 16 * 2 + P / 8 * 16 * 32 * 3) / 1e9;
+     * gradient), conv2 forward + dw + dx, each 2*B*Cin*Cout times the taps
+     * that land inside the input: (3S-2)^3 over an S^3 volume with k=3 SAME
+     * (the taps on the zero padding are not counted: a kernel may skip them). */
+    double t1 = 3.0 * size - 2, t2 = 3.0 * (size / 2) - 2;
+    double conv_gflop = 2.0 * batch * (t1 * t1 * t1 * 1 * 16 * 2 + t2 * t2 * t2 * 16 * 32 * 3) / 1e9;
     printf("train step: batch %d, %d^3, SGD momentum; OPENBLAS_CORETYPE=%s; convolutions %.2f GFLOP per step\n", batch,
            size, core ? core : "(unset)", conv_gflop);
     printf("PyTorch as shipped: this environment. Tuned: OPENBLAS_CORETYPE unset, OpenBLAS 1 thread, glibc malloc\n"
-           "without mmap and trimming (no page faults after the first steps), as performance-anchors.md measured it.\n");
+           "without mmap and trimming (no page faults after the first steps), as the speed goals were measured.\n");
     printf("%-8s %9s %8s %11s %9s %11s %9s %9s %9s %10s\n", "threads", "bpc ms", "bpc MiB", "shipped ms", "MiB",
            "tuned ms", "MiB", "vs tuned", "RSS/min", "conv floor");
     for (int threads = 1; threads <= 2; threads++) {
@@ -140,8 +143,9 @@ int main(int argc, char **argv)
                      BP_BENCH_DIR, threads, reps, batch, size);
             have[tuned] = run_child(cmd, &t_ms[tuned], &t_mib[tuned]);
         }
-        /* the floor: the convolutions alone at this machine's sgemm rate, measured now */
-        double floor_ms = conv_gflop / bench_sgemm_gflops(threads) * 1e3;
+        /* the floor: the convolutions alone at this machine's FMA peak, measured now (a
+         * limit no kernel passes; sgemm is not one, the direct kernels beat it) */
+        double floor_ms = conv_gflop / bench_fma_peak_gflops(threads) * 1e3;
         char c[4][32] = {"n/a", "n/a", "n/a", "n/a"}, sp[32] = "n/a", rr[32] = "n/a";
         for (int k = 0; k < 2; k++)
             if (have[k]) {
@@ -157,7 +161,7 @@ int main(int argc, char **argv)
                sp, rr, floor_ms, 100 * floor_ms / ms);
     }
     printf("vs tuned > 1: bpc is faster than tuned PyTorch; RSS/min: bpc's peak RSS over the smaller of PyTorch's\n"
-           "(goal <= 0.5); conv floor: the convolutions' FLOPs at OpenBLAS sgemm 1024^3's rate at that thread count,\n"
-           "measured in this run, and its share of bpc's step (the machine's limit for this net, elementwise passes aside)\n");
+           "(goal <= 0.5); conv floor: the convolutions' FLOPs at the " BENCH_FMA_LIMIT_NAME ",\n"
+           "at that thread count, measured in this run, and its share of bpc's step (the machine's limit for this net, elementwise passes aside)\n");
     return 0;
 }

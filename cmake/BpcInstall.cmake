@@ -21,6 +21,19 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/bpcConfigVersion.cmake
 install(FILES ${PROJECT_BINARY_DIR}/bpcConfig.cmake ${PROJECT_BINARY_DIR}/bpcConfigVersion.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/bpc)
 
+# The .pc files are relocatable: they find the prefix from their own folder
+# (pkg-config's ${pcfiledir}, which is <prefix>/<libdir>/pkgconfig), so a copy
+# installed with `cmake --install build --prefix P` works under P, and so does
+# the tree moved elsewhere. An absolute libdir or includedir is kept as given.
+string(REGEX REPLACE "[^/]+" ".." BPC_PC_UP "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+set(BPC_PC_PREFIX "\${pcfiledir}/${BPC_PC_UP}")
+foreach(kind LIBDIR INCLUDEDIR)
+  if(IS_ABSOLUTE "${CMAKE_INSTALL_${kind}}")
+    set(BPC_PC_${kind} "${CMAKE_INSTALL_${kind}}")
+  else()
+    set(BPC_PC_${kind} "\${prefix}/${CMAKE_INSTALL_${kind}}")
+  endif()
+endforeach()
 foreach(flavour bpc bpc64)
   if(flavour STREQUAL bpc64)
     set(BPC_PC_CFLAGS "-DBP_REAL_DOUBLE")

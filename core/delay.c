@@ -1,5 +1,5 @@
 /* core/delay.c — LengthDelay ring buffers and the node-level delay API,
- * with BrainPy <= 2.4.5 semantics (brainpy-semantics.md §2.13).
+ * with BrainPy <= 2.4.5 semantics (docs/brainpy-semantics.md §2.13).
  *
  * Shapes: a target of shape S (any dtype) gives data of shape (n, *S) with
  * n = max_len + 1 rows, and idx of shape (1,) (int32). Row r holds the value

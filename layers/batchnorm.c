@@ -130,7 +130,7 @@ static bp_status bn_build(bp_batchnorm *bn, const bp_batchnorm_opts *o, bp_rng *
     bp_tensor_free(t);
     if (st || !bn->affine) return st;
 
-    /* HEAD: the affine parameters are trainable only in TrainingMode. */
+    /* BrainPy 2.8.2: the affine parameters are trainable only in TrainingMode. */
     bp_var_kind kind = bp_mode_is_train_mode(bn->base.mode) ? BP_TRAINVAR : BP_VARIABLE;
     BP_TRY(init_param(who, "bias_initializer", &o->bias_initializer, C, rng, &t));
     st = bp_node_add_var(&bn->base, "bias", kind, t, &bn->bias);

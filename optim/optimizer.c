@@ -395,7 +395,7 @@ static bp_status optim_step(optim *o, bp_tensor *const *grads)
     k.rho = (bp_real)o->rho;
     k.crho = (bp_real)(1.0 - o->rho);
     if (o->step) {
-        /* HEAD (PR #830): the optimizer's own counter, t = 1 on the first update. */
+        /* BrainPy 2.8.2: the optimizer's own counter, t = 1 on the first update. */
         int64_t t = (int64_t)bp_tensor_get(o->step->value, 0) + 1;
         bp_tensor_set(o->step->value, 0, (double)t);
         double bc1 = 1.0 - pow(o->beta1, (double)t), bc2 = 1.0 - pow(o->beta2, (double)t);

@@ -8,10 +8,11 @@
 #   3. through CMake's find_package(bpc), targets bpc::bpc_shared and
 #      bpc::bpc64_static;
 #   4. the README's first program (the ```c block starting "/* first.c"),
-#      which must print what the README says.
-# The .pc files name the configured prefix (/usr/local by default), so the
-# temporary prefix is passed with --define-variable=prefix=..., as a packager
-# relocating the files would.
+#      compiled with the README's own command line, run exactly as written
+#      (the ```sh block after it), which must print what the README says.
+# Only PKG_CONFIG_PATH points at the prefix: the .pc files find the prefix
+# from their own location (${pcfiledir}), so an installed copy works wherever
+# `cmake --install --prefix` put it, with no --define-variable.
 set -eu
 if [ $# -ne 2 ]; then
   echo "usage: $0 BUILD_DIR TESTS_SRC_DIR" >&2
@@ -33,12 +34,22 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 libdir=$(grep '^CMAKE_INSTALL_LIBDIR:' "$build/CMakeCache.txt" | cut -d= -f2)
 libdir=${libdir:-lib}
 export PKG_CONFIG_PATH="$prefix/$libdir/pkgconfig"
-pc() { pkg-config --define-variable=prefix="$prefix" "$@"; }
+pc() { pkg-config "$@"; }
+# The directory pkg-config names, as a path with no symbolic links or "..".
+real() { (cd "$1" 2>/dev/null && pwd -P) || echo "$1 (missing)"; }
+prefix_real=$(real "$prefix")
 
 for flavour in bpc bpc64; do
   test -f "$prefix/include/bpc/bpc.h" || { echo "install_test: $prefix/include/bpc/bpc.h not installed" >&2; exit 1; }
-  test "$(pc --variable=libdir $flavour)" = "$prefix/$libdir" ||
-    { echo "install_test: $flavour.pc libdir is $(pc --variable=libdir $flavour), expected $prefix/$libdir" >&2; exit 1; }
+  for var in libdir:$libdir includedir:include; do
+    got=$(pc --variable="${var%%:*}" $flavour)
+    test "$(real "$got")" = "$prefix_real/${var#*:}" ||
+      { echo "install_test: $flavour.pc ${var%%:*} is $got, expected $prefix/${var#*:}" >&2; exit 1; }
+  done
+  case " $(pc --cflags $flavour) " in
+    *" -I$prefix"*) ;;
+    *) echo "install_test: pkg-config --cflags $flavour is '$(pc --cflags $flavour)', not under $prefix" >&2; exit 1 ;;
+  esac
 
   # 1. shared, through pkg-config
   # shellcheck disable=SC2046,SC2086
@@ -74,21 +85,41 @@ cmake --build "$prefix/cmake_consumer/build" >/dev/null
 "$prefix/cmake_consumer/build/consumer_cmake_shared"
 "$prefix/cmake_consumer/build/consumer_cmake_64_static"
 
-# 4. The README's first program, built as the README says, prints what it says.
+# 4. The README's first program, built and run by the README's own command
+# line (the ```sh block that follows it), exactly as written, in a folder
+# holding only first.c. A sanitizer build's library needs the sanitizer
+# runtimes in the program: there `cc` is a function adding them.
 readme="$src/../README.md"
 if [ -f "$readme" ]; then
+  mkdir "$prefix/first"
   awk '/^```c$/ { inblock = 1; body = ""; next }
        inblock && /^```$/ { if (body ~ /^\/\* first\.c/) { printf "%s", body; exit } inblock = 0; next }
-       inblock { body = body $0 "\n" }' "$readme" >"$prefix/first.c"
-  test -s "$prefix/first.c" || { echo "install_test: no /* first.c block in $readme" >&2; exit 1; }
+       inblock { body = body $0 "\n" }' "$readme" >"$prefix/first/first.c"
+  test -s "$prefix/first/first.c" || { echo "install_test: no /* first.c block in $readme" >&2; exit 1; }
+  line=$(awk '/^```c$/ { inblock = 1; body = ""; next }
+              inblock && /^```$/ { inblock = 0; if (body ~ /^\/\* first\.c/) seen = 1; next }
+              inblock { body = body $0 "\n"; next }
+              seen && /^```sh$/ { getline; print; exit }' "$readme")
+  case "$line" in
+    *first.c*pkg-config*bpc*) ;;
+    *) echo "install_test: no compile line for first.c after it in $readme (found '$line')" >&2; exit 1 ;;
+  esac
+  # The program is also warning-free, as the README's examples must be.
   # shellcheck disable=SC2046
-  $cc $san -std=c11 -Wall -Wextra -Werror "$prefix/first.c" $(pc --cflags --libs bpc) -o "$prefix/first"
-  out=$(LD_LIBRARY_PATH="$prefix/$libdir" "$prefix/first")
+  $cc $san -std=c11 -Wall -Wextra -Werror -fsyntax-only "$prefix/first/first.c" $(pc --cflags bpc)
+  cc_prog=$cc
+  if [ -n "$san" ]; then
+    # shellcheck disable=SC2086
+    cc() { command "$cc_prog" $san "$@"; }
+  fi
+  out=$(cd "$prefix/first" && LD_LIBRARY_PATH="$prefix/$libdir" && export LD_LIBRARY_PATH && eval "$line") ||
+    { echo "install_test: the README's line failed: $line" >&2; exit 1; }
   case "$out" in
     "Box0.w
 BP_ENAME: "*\"Box0\"*) ;;
     *) echo "install_test: README's first.c printed:" >&2; echo "$out" >&2; exit 1 ;;
   esac
+  echo "install_test: README line ok: $line"
 fi
 
 echo "install_pkgconfig: ok"

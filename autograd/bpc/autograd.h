@@ -60,6 +60,7 @@
 #include <stddef.h>
 #include <bpc/tensor.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -179,4 +180,5 @@ size_t bp_ag_pool_bytes(void);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <bpc/tensor.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -71,4 +72,5 @@ bp_status bp_gradcheck(bp_gradcheck_fn f, void *user, int n_in, bp_tensor *const
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -20,6 +20,7 @@
 #include <bpc/random.h>
 #include <bpc/autograd.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -161,4 +162,5 @@ bp_status bp_dice_score(const bp_tensor *logits, const bp_tensor *labels, const 
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -42,6 +42,7 @@ typedef float bp_real;
 /* Alignment, in bytes, of every tensor's data. */
 #define BP_ALIGN 64
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -55,6 +56,7 @@ const char *bp_version(void);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 
 /* Returns BP_OK (0) when the program and the linked library agree on bp_real. */
 #define bp_check_flavour() (bp_library_real_size() == sizeof(bp_real) ? 0 : 1)

@@ -21,6 +21,7 @@
 
 #include <bpc/node.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -102,4 +103,5 @@ bp_status bp_global_delay_data(const char *identifier, bp_node **delay, bp_var *
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -7,6 +7,9 @@
 #ifndef BPC_ERROR_H
 #define BPC_ERROR_H
 
+#include <bpc/config.h>
+
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -72,4 +75,5 @@ void bp_warn(const char *fmt, ...)
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -24,6 +24,7 @@
 #include <bpc/tensor.h>
 #include <bpc/random.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -83,4 +84,5 @@ void bp_compute_fans(int ndim, const int64_t *shape, double *fan_in, double *fan
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -10,7 +10,9 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <bpc/config.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -63,4 +65,5 @@ bp_mode bp_get_mode(void);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -4,7 +4,7 @@
  * update, reset_state, ...). It holds, in declaration order, named attributes
  * that are variables, child nodes, or lists of either; plus implicit vars and
  * implicit nodes registered under keys. Collectors walk this tree exactly as
- * BrainPy 2.8.2 does (see ../shared/reference/brainpy-semantics.md §2):
+ * BrainPy 2.8.2 does (see docs/brainpy-semantics.md §2):
  *
  *   nodes(absolute): key = node name; order = self, its direct children in
  *                    declaration order (implicit nodes last), then recursion.
@@ -40,6 +40,7 @@
 #include <bpc/mode.h>
 #include <bpc/share.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -264,4 +265,5 @@ bp_status bp_node_tpu(bp_node *n);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <bpc/error.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -44,4 +45,5 @@ bp_status bp_rng_set_state(bp_rng *r, const uint64_t state[4]);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

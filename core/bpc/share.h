@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <bpc/error.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -43,4 +44,5 @@ void bp_share_clear(void);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -14,6 +14,7 @@
 
 #include <bpc/node.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -106,4 +107,5 @@ void bp_tree_values_free(bp_tensor **values, size_t count);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

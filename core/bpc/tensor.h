@@ -16,6 +16,7 @@
 #include <bpc/config.h>
 #include <bpc/error.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -114,4 +115,5 @@ void bp_free_aligned(void *p);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

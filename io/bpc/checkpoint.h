@@ -4,7 +4,7 @@
  * variables under BrainPy's absolute keys ("BatchNorm3d0.running_mean", as
  * vars().unique()), plus optional user metadata under "meta/<key>". The file
  * name's extension picks the format, as BrainPy's legacy save_states did
- * (brainpy-semantics.md §2.8):
+ * (docs/brainpy-semantics.md §2.8):
  *
  *   .safetensors  the safetensors layout: an 8-byte little-endian header length,
  *                 a JSON header (dtype "F32" "F64" "I32" "I64" "U8", shape,
@@ -46,6 +46,7 @@
 #include <bpc/state.h>
 #include <bpc/random.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -154,4 +155,5 @@ bp_status bp_npy_read(const char *path, bp_tensor **out);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

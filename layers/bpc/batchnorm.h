@@ -35,6 +35,7 @@
 #include <bpc/node.h>
 #include <bpc/init.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -128,4 +129,5 @@ bp_batchnorm *bp_batchnorm_cast(bp_node *n);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

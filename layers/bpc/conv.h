@@ -42,6 +42,7 @@
 #include <bpc/node.h>
 #include <bpc/init.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -104,4 +105,5 @@ bp_status bp_conv_out_size(const bp_conv *c, int d, int64_t in, int64_t *out, in
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

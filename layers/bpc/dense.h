@@ -21,6 +21,7 @@
 #include <bpc/node.h>
 #include <bpc/init.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -68,4 +69,5 @@ bp_status bp_sequential_new(bp_node **out, size_t count, bp_node *const *childre
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -20,6 +20,7 @@
 
 #include <bpc/node.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -58,4 +59,5 @@ typedef struct bp_pool {
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

@@ -1,5 +1,5 @@
 /* bpc/optimizer.h — BrainPy 2.8.2's optimizers (brainpy/optim/optimizer.py,
- * see ../shared/reference/brainpy-semantics.md §3.1-3.2): SGD, Momentum,
+ * see docs/brainpy-semantics.md §3.1-3.2): SGD, Momentum,
  * MomentumNesterov, Adam, AdamW (with amsgrad), RMSProp, Adagrad.
  *
  * An optimizer is a node, so its state is in vars() and state_dict() and a
@@ -8,7 +8,7 @@
  *     number becomes a Constant), so the scheduler's counters appear under the
  *     scheduler's own name: "Constant0.last_epoch";
  *   - Adam and AdamW have a "step" Variable, int64 of shape () starting at 0;
- *     HEAD's step counter: it is incremented at the start of each update, so
+ *     BrainPy 2.8.2's step counter: it is incremented at the start of each update, so
  *     the first update uses t = 1;
  *   - the slot variables are implicit vars keyed "<trainkey><suffix>", zero at
  *     registration, same shape and dtype as the parameter; for each
@@ -28,7 +28,7 @@
  * step_call, wd = weight_decay, g = the gradient; all per element):
  *   SGD          wd = 0: p -= lr*g;  else p = (1-wd)*p - lr*g   (decoupled, not scaled by lr)
  *   Momentum     v = momentum*v - lr*g;  p = (1-wd)*p + v
- *   MomentumNesterov  v = momentum*v - lr*g;  p = (1-wd)*p + (momentum*v - lr*g)   (HEAD look-ahead)
+ *   MomentumNesterov  v = momentum*v - lr*g;  p = (1-wd)*p + (momentum*v - lr*g)   (2.8.2's look-ahead)
  *   Adam         t = ++step; lr_t = lr/(1-beta1^t) * sqrt(1-beta2^t);
  *                m = beta1*m + (1-beta1)*g;  v = beta2*v + (1-beta2)*g^2;
  *                p = (1-wd)*p - lr_t*m/(sqrt(v)+eps)
@@ -68,6 +68,7 @@
 #include <bpc/state.h>
 #include <bpc/scheduler.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -185,4 +186,5 @@ bp_var *bp_optim_train_var(const bp_node *opt, size_t i);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif

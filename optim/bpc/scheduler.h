@@ -1,5 +1,5 @@
 /* bpc/scheduler.h — learning-rate schedulers, as BrainPy 2.8.2's brainpy.optim
- * schedulers (see ../shared/reference/brainpy-semantics.md §3.3).
+ * schedulers (see docs/brainpy-semantics.md §3.3).
  *
  * A scheduler is a node (class name = BrainPy's, automatic names "StepLR0",
  * "Constant1", ...) whose state lives in int64 0-d Variables, so it shows in
@@ -14,7 +14,7 @@
  * i = last_call + 1 (call-based), so before any step i = 0:
  *   Constant                      lr
  *   StepLR                        lr * gamma^floor(i / step_size)
- *   MultiStepLR                   lr * gamma^p,  p = #{m in milestones : m < i}  (HEAD: strict <)
+ *   MultiStepLR                   lr * gamma^p,  p = #{m in milestones : m < i}  (2.8.2: strict <)
  *   ExponentialLR                 lr * gamma^i
  *   CosineAnnealingLR             eta_min + (lr - eta_min) * (1 + cos(pi * i / T_max)) / 2
  *                                 (BrainPy's closed form, not PyTorch's recursion; it is
@@ -51,6 +51,7 @@
 #include <stdint.h>
 #include <bpc/node.h>
 
+BP_API_BEGIN
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -142,4 +143,5 @@ bool bp_scheduler_is_call_based(const bp_node *s);
 #ifdef __cplusplus
 }
 #endif
+BP_API_END
 #endif
