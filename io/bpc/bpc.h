@@ -21,4 +21,5 @@
 #include <bpc/optimizer.h>
 #include <bpc/scheduler.h>
 #include <bpc/checkpoint.h>
+#include <bpc/train_checkpoint.h>
 #endif
