@@ -2,8 +2,8 @@
  *
  * Built from the checkpoint building blocks: the parts go into one flat dict
  * under their prefixes and bp_checkpoint_write saves it atomically. A resume
- * reads the file, checks every part against the run (version, position,
- * classes, expected metadata, streams, leftover entries, then the variables
+ * reads the file, checks every part against the run (expected metadata,
+ * version and position, classes, streams, leftover entries, then the variables
  * with bp_checkpoint_load_vars, which itself checks everything before it
  * writes), and only then restores the streams and the position, which can no
  * longer fail. */
@@ -308,13 +308,15 @@ static bp_status load_variables(const bp_dict *flat, const bp_train_state *s)
 static bp_status resume_checked(bp_dict *flat, const bp_train_state *s, const bp_train_resume_opts *o,
                                 int64_t pos[2], bp_rng *tmp, bp_dict **meta)
 {
+    /* The caller's own terms first (an option that differs explains a
+     * position out of range or another optimizer better than they do). */
+    BP_TRY(bp_checkpoint_take_prefix(flat, "meta/", meta));
+    BP_TRY(check_expected(*meta, o ? o->expect : NULL));
     BP_TRY(check_position(flat, o, &pos[0], &pos[1]));
     BP_TRY(check_class(flat, "train/model_class", "model", s->model));
     BP_TRY(check_class(flat, "train/optimizer_class", "optimizer", s->optimizer));
     BP_TRY(check_class(flat, "train/lr_scheduler_class", "lr scheduler", owned_scheduler(s)));
     BP_TRY(check_class(flat, "train/scheduler_class", "scheduler", separate_scheduler(s)));
-    BP_TRY(bp_checkpoint_take_prefix(flat, "meta/", meta));
-    BP_TRY(check_expected(*meta, o ? o->expect : NULL));
     bp_dict *rng, *train;
     BP_TRY(bp_checkpoint_take_prefix(flat, "rng/", &rng));
     bp_status st = read_streams(rng, s, tmp);
