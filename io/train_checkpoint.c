@@ -2,8 +2,8 @@
  *
  * Built from the checkpoint building blocks: the parts go into one flat dict
  * under their prefixes and bp_checkpoint_write saves it atomically. A resume
- * reads the file, checks every part against the run (expected metadata,
- * version and position, classes, streams, leftover entries, then the variables
+ * reads the file, checks every part against the run (version, expected
+ * metadata, position, classes, streams, leftover entries, then the variables
  * with bp_checkpoint_load_vars, which itself checks everything before it
  * writes), and only then restores the streams and the position, which can no
  * longer fail. */
@@ -208,13 +208,18 @@ static bp_status check_class(const bp_dict *flat, const char *key, const char *w
     return bp_fail(BP_EFORMAT, "it was written with %s %s; this run has %s %s", what, was, what, mine ? mine : "(none)");
 }
 
-static bp_status check_position(const bp_dict *flat, const bp_train_resume_opts *o, int64_t *epoch, int64_t *step)
+static bp_status check_version(const bp_dict *flat)
 {
     int64_t version = 0;
     BP_TRY(get_i64(flat, "train/version", &version));
     if (version != BP_TRAIN_CKPT_VERSION)
         return bp_fail(BP_EFORMAT, "training checkpoint version %lld; this bpc reads version %d", (long long)version,
                        BP_TRAIN_CKPT_VERSION);
+    return BP_OK;
+}
+
+static bp_status check_position(const bp_dict *flat, const bp_train_resume_opts *o, int64_t *epoch, int64_t *step)
+{
     BP_TRY(get_i64(flat, "train/epoch", epoch));
     BP_TRY(get_i64(flat, "train/step", step));
     bool bad = *epoch < 0 || *step < 0;
@@ -308,8 +313,10 @@ static bp_status load_variables(const bp_dict *flat, const bp_train_state *s)
 static bp_status resume_checked(bp_dict *flat, const bp_train_state *s, const bp_train_resume_opts *o,
                                 int64_t pos[2], bp_rng *tmp, bp_dict **meta)
 {
-    /* The caller's own terms first (an option that differs explains a
-     * position out of range or another optimizer better than they do). */
+    /* Once it is a training checkpoint, the caller's own terms first (an
+     * option that differs explains a position out of range or another
+     * optimizer better than they do). */
+    BP_TRY(check_version(flat));
     BP_TRY(bp_checkpoint_take_prefix(flat, "meta/", meta));
     BP_TRY(check_expected(*meta, o ? o->expect : NULL));
     BP_TRY(check_position(flat, o, &pos[0], &pos[1]));

@@ -495,6 +495,18 @@ static void test_position_and_version(void **state)
     BP_OK_OR_FAIL(bp_save_states(r.model, bad, NULL, NULL));
     finish(&r);
     expect_refused(bad, &base, NULL, BP_EFORMAT, "\"train/version\" is missing");
+    /* ... even when the caller expects metadata it lacks: the version is checked first */
+    bp_dict *expect = expected_options(0.003, "/data/set");
+    ro = (bp_train_resume_opts){.expect = expect};
+    expect_refused(bad, &base, &ro, BP_EFORMAT, "\"train/version\" is missing");
+    /* an option that differs is named before the position it puts out of range */
+    ro = (bp_train_resume_opts){.expect = expect, .steps_per_epoch = 2};
+    bp_dict_remove(expect, "--lr");
+    bp_tensor *lr = scalar_f64(0.5);
+    BP_OK_OR_FAIL(bp_dict_set_tensor(expect, "--lr", lr));
+    bp_tensor_free(lr);
+    expect_refused(good, &base, &ro, BP_EINVAL, "it was written with --lr 0.003; this run has --lr 0.5");
+    bp_dict_free(expect);
     /* the finished position (epoch == epochs, step 0) resumes */
     save_after(good, &base, 8);
     ro = (bp_train_resume_opts){.epochs = 2, .steps_per_epoch = STEPS_PER_EPOCH};

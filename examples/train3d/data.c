@@ -187,7 +187,7 @@ bp_status data_from_dir(dataset *d, const char *dir)
             }
             if (label + 1 > d->classes) {
                 d->classes = (int)label + 1;
-                snprintf(top_file, sizeof top_file, "%s", file);
+                snprintf(top_file, sizeof top_file, "%.200s", file); /* a name for the message */
                 top_line = lineno;
             }
             d->n++;

@@ -4,26 +4,27 @@
  * save, any of the three formats by extension, validated on read) holding
  * everything a run needs to continue as if it had never stopped:
  *
- *   train/version          int64 (): BP_TRAIN_CKPT_VERSION
- *   train/epoch            int64 (): the epoch being run (0-based)
- *   train/step             int64 (): steps of that epoch already done
- *   train/model_class      uint8 (n,): the class name of the model node, of
- *   train/optimizer_class  the optimizer, of its learning-rate scheduler and
- *   train/lr_scheduler_class  of the separate scheduler, as text (absent
- *   train/scheduler_class  when there is none)
- *   model/<key>            the model's vars() (weights, BatchNorm statistics)
- *   optim/<key>            the optimizer's vars(): slots, step counter, and the
- *                          counters of its lr scheduler (a child node)
- *   sched/<key>            the vars() of a scheduler the optimizer does not own
- *   rng/<name>             each random stream, int64 (4,) (bp_checkpoint_put_rng)
- *   meta/<key>             the caller's metadata (options, running sums, ...)
+ *   train/version            int64 (): BP_TRAIN_CKPT_VERSION
+ *   train/epoch              int64 (): the epoch being run (0-based)
+ *   train/step               int64 (): steps of that epoch already done
+ *   train/model_class        uint8 (n,), text: the model's class name
+ *   train/optimizer_class    the optimizer's (absent without one)
+ *   train/lr_scheduler_class the optimizer's learning-rate scheduler's
+ *   train/scheduler_class    a separate scheduler's (absent without one)
+ *   model/<key>              the model's vars() (weights, BatchNorm statistics)
+ *   optim/<key>              the optimizer's vars(): slots, step counter, and
+ *                            the counters of its lr scheduler (a child node)
+ *   sched/<key>              the vars() of a scheduler the optimizer does not own
+ *   rng/<name>               each random stream, int64 (4,) (bp_checkpoint_put_rng)
+ *   meta/<key>               the caller's metadata (options, running sums, ...)
  *
- * Resuming checks that the file fits the run before anything changes: its
- * version and position; the model, optimizer and schedulers' classes; every
- * variable's key, shape and dtype (strictly: none missing, none extra); each
- * random stream (none missing, none extra); and the metadata entries the
- * caller expects to be equal (e.g. the options that must not change between
- * the two runs). On any error the model, optimizer, scheduler, generators and
+ * Resuming checks that the file fits the run before anything changes, in
+ * this order: the layout version; the metadata entries the caller expects
+ * to be equal (e.g. the options that must not change between the two runs:
+ * they explain a difference in the caller's terms); the position; the
+ * model, optimizer and schedulers' classes; each random stream (none missing,
+ * none extra); every variable's key, shape and dtype (strictly: none missing,
+ * none extra). On any error the model, optimizer, scheduler, generators and
  * position are all unchanged, and the message says "cannot resume from
  * <file>: " and then what did not fit, naming it and both values.
  *
