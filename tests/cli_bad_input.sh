@@ -7,7 +7,7 @@
 # $S (it writes data folders, trains a checkpoint, ...); `exit` is the exit status the program must return
 # (never 0, never a signal); `substring` must appear in its stderr (it names the option or the file); the
 # arguments are split on blanks. In substring and arguments, $S is the case's directory and $TINY the
-# options of a tiny synthetic train3d run (the one setup_checkpoint trains). Lines starting with # are comments.
+# options of a tiny synthetic train3d run (the one setup_checkpoint trains), $LONG a 4001-byte name in $S. Lines starting with # are comments.
 # A case also fails on a sanitizer report. The first failing case stops the test; with CLI_BAD_INPUT_ALL=1
 # every case runs and each failure is listed. A case may run CLI_BAD_INPUT_TIMEOUT seconds (default 60). A new program joins with its own table and setups.
 set -euo pipefail
@@ -123,9 +123,11 @@ while IFS= read -r line || [ -n "$line" ]; do
     S=$W/$name
     mkdir -p "$S"
     [ "$setup" = "-" ] || "setup_$setup"
+    LONG=$S/$(printf 'x%.0s' $(seq $((4001 - ${#S} - 1))))
     sub=${sub//'$TINY'/$TINY}
     sub=${sub//'$S'/$S}
     args=${args//'$TINY'/$TINY}
+    args=${args//'$LONG'/$LONG}
     args=${args//'$S'/$S}
     read -r -a argv <<<"$args"
     rc=0

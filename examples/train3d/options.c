@@ -26,7 +26,8 @@ static void usage(FILE *f)
             "  --optimizer NAME  adam (default) or sgd (SGD with momentum 0.9)\n"
             "  --threads N       OpenMP threads, 1 to %d (default: all cores)\n"
             "  --seed N          seed of the weights, the data and the shuffles, in [0, 2^64) (default 1)\n"
-            "  --out DIR         checkpoints, metrics.csv and model.safetensors go here (default train3d-out)\n"
+            "  --out DIR         checkpoints, metrics.csv and model.safetensors go here (default train3d-out;\n"
+            "                    DIR and --data DIR: at most %d bytes)\n"
             "  --data DIR        train on DIR/labels.csv + .npy volumes instead of the synthetic shapes\n"
             "                    (finite float32 or uint8 volumes; labels 0..K-1)\n"
             "  --val-split X     with --data: the validation fraction, in (0, 1) (default 0.2)\n"
@@ -39,7 +40,7 @@ static void usage(FILE *f)
             "  --help            this text\n\n"
             "Ctrl-C saves a checkpoint after the current step and exits; --resume continues from it with\n"
             "the same results as an uninterrupted run (same thread count).\n",
-            model, TRAIN3D_MAX_THREADS);
+            model, TRAIN3D_MAX_THREADS, TRAIN3D_MAX_DIR);
 }
 
 /* The whole of v as a base-10 integer in [-hi, hi]: atoi would take "3x" as 3 and
@@ -126,7 +127,13 @@ static bool check_values(const options *o, bool lr_given)
     snprintf(lr, sizeof lr, "%g", o->lr);
     snprintf(opt, sizeof opt, "\"%.64s\"", o->optimizer);
     snprintf(threads, sizeof threads, "in [1, %d]", TRAIN3D_MAX_THREADS);
-    bool ok = int_rule(o->epochs >= 1, "--epochs", ">= 1", o->epochs) &&
+    char dir[32], out_len[48], data_len[48];
+    snprintf(dir, sizeof dir, "at most %d bytes long", TRAIN3D_MAX_DIR);
+    snprintf(out_len, sizeof out_len, "a name of %zu bytes", strlen(o->out));
+    snprintf(data_len, sizeof data_len, "a name of %zu bytes", o->data ? strlen(o->data) : 0);
+    bool ok = rule(strlen(o->out) <= TRAIN3D_MAX_DIR, "--out", dir, out_len) &&
+              rule(!o->data || strlen(o->data) <= TRAIN3D_MAX_DIR, "--data", dir, data_len) &&
+              int_rule(o->epochs >= 1, "--epochs", ">= 1", o->epochs) &&
               int_rule(o->batch >= 2, "--batch-size", ">= 2 (BatchNorm needs two samples)", o->batch) &&
               rule(!lr_given || o->lr > 0, "--lr", "> 0", lr) &&
               int_rule(o->threads == -1 || (o->threads >= 1 && o->threads <= TRAIN3D_MAX_THREADS), "--threads",

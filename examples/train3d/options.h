@@ -9,6 +9,10 @@
 
 /* The most OpenMP threads train3d starts (--threads). */
 #define TRAIN3D_MAX_THREADS 1024
+/* The longest --out and --data directory names, in bytes: the file names
+ * made from them ("<out>/checkpoint.safetensors", "<data>/labels.csv") fit
+ * train3d's 4096-byte path buffers, never truncated to another file. */
+#define TRAIN3D_MAX_DIR 4000
 
 typedef struct options {
     int epochs, batch, threads, size;  /* threads 0: OpenMP's default */
