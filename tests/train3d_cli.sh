@@ -9,7 +9,8 @@
 #   2. --data DIR: two well-formed folders (float32 (H,W,D) with a header line,
 #      uint8 (H,W,D,C) without) train one epoch; each malformed folder exits
 #      1 (no crash, no sanitizer report) with a message naming the bad file.
-#   3. --help, unknown options, missing and invalid values.
+#   3. --help, unknown options, missing and invalid values (tests/cli_bad_input.sh
+#      and its table tests/cli_bad_input/train3d.tsv hold the rest of the bad input).
 # Needs /usr/bin/python3 with numpy (to write the .npy folders). Everything is
 # written under SCRATCH_DIR/train3d_cli, which is emptied first.
 set -euo pipefail
@@ -113,11 +114,14 @@ $(cat "$W/metrics.diff")"
 expect_ok help --help
 grep -q '^usage: train3d' "$W/help.out" || fail "help: no usage line on stdout"
 grep -q -- '--resume' "$W/help.out" || fail "help: --resume is not documented"
+# the model line is read off the model: three blocks, 16, 32 and 64 channels
+grep -qF 'Trains 3 x [Conv3d-BatchNorm3d-ReLU-MaxPool3d] (C->16->32->64), global average pool, Dense(64->K)' \
+    "$W/help.out" || fail "help: the model line does not describe the model: $(sed -n 2p "$W/help.out")"
 expect_err unknown 'unknown or incomplete option "--bogus"' 'usage: train3d' -- --bogus
 expect_err missing_value 'unknown or incomplete option "--epochs"' -- --epochs
-expect_err epochs0 '--epochs >= 1' -- --epochs 0 --out "$W/never"
-expect_err size12 '--size a multiple of 8' -- --size 12 --out "$W/never"
-expect_err batch1 '--batch-size >= 2' -- --batch-size 1 --out "$W/never"
+expect_err epochs0 '--epochs must be >= 1, got 0' -- --epochs 0 --out "$W/never"
+expect_err size12 '--size must be a multiple of 8, >= 8, got 12' -- --size 12 --out "$W/never"
+expect_err batch1 '--batch-size must be >= 2' -- --batch-size 1 --out "$W/never"
 expect_err epochs_junk '--epochs expects an integer, got "3x"' -- --epochs 3x --out "$W/never"
 expect_err lr_junk '--lr expects a number, got "abc"' -- --lr abc --out "$W/never"
 expect_err seed_neg '--seed expects an integer in [0, 2^64), got "-1"' -- --seed -1 --out "$W/never"
@@ -190,7 +194,7 @@ echo "ok: --epochs 1, then --resume --epochs $EPOCHS: same bytes as an uninterru
 
 mkdir -p "$W/empty"
 expect_err resume_nothing "$W/empty/checkpoint.safetensors" -- "${opts[@]}" --epochs 1 --out "$W/empty" --resume
-expect_err resume_seed "cannot resume from $W/A/checkpoint.safetensors" "was written with --seed 5" -- \
+expect_err resume_seed "cannot resume from $W/A/checkpoint.safetensors" 'it was written with --seed "5"; this run has --seed "6"' -- \
     --size 16 --val-size 32 --batch-size 16 --threads 2 --seed 6 --train-size $train_n --epochs $EPOCHS \
     --out "$W/A" --resume
 echo "ok: --resume without a checkpoint or with another seed"

@@ -1,5 +1,6 @@
 /* examples/train3d/data.c — the synthetic set, .npy folders, splits, batches. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,24 @@
 #include "shapes3d.h"
 
 static int64_t sample_size(const dataset *d) { return d->dims[0] * d->dims[1] * d->dims[2] * d->channels; }
+
+bool data_bytes(int64_t n, int64_t per_sample, size_t *bytes)
+{
+    int64_t elems;
+    size_t b;
+    if (n < 0 || per_sample < 0 || __builtin_mul_overflow(n, per_sample, &elems) ||
+        __builtin_mul_overflow((size_t)elems, sizeof(float), &b))
+        return false;
+    *bytes = b;
+    return true;
+}
+
+/* malloc of n samples of per floats; NULL also when the size does not fit a size_t. */
+static float *alloc_samples(int64_t n, int64_t per)
+{
+    size_t bytes;
+    return data_bytes(n, per, &bytes) ? malloc(bytes ? bytes : 1) : NULL;
+}
 
 void data_free(dataset *d)
 {
@@ -22,11 +41,14 @@ void data_free(dataset *d)
 bp_status data_synthetic(dataset *d, uint64_t seed, int64_t first, int64_t n, int S)
 {
     memset(d, 0, sizeof *d);
+    int64_t per;
+    if (n < 1 || S < 1 || __builtin_mul_overflow((int64_t)S * S, (int64_t)S, &per) || !data_bytes(n, per, &(size_t){0}))
+        return bp_fail(BP_EINVAL, "synthetic data: %lld volumes of %d^3 floats do not fit in memory", (long long)n, S);
     d->n = n;
     d->dims[0] = d->dims[1] = d->dims[2] = S;
     d->channels = 1;
     d->classes = SHAPES3D_CLASSES;
-    d->x = malloc(sizeof(float) * (size_t)(n * S * S * S));
+    d->x = alloc_samples(n, per);
     d->labels = malloc(sizeof(int64_t) * (size_t)n);
     if (!d->x || !d->labels) {
         data_free(d);
@@ -34,7 +56,7 @@ bp_status data_synthetic(dataset *d, uint64_t seed, int64_t first, int64_t n, in
     }
 #pragma omp parallel for schedule(dynamic, 16)
     for (int64_t i = 0; i < n; i++)
-        d->labels[i] = shapes3d_sample(seed, first + i, S, d->x + i * S * S * S);
+        d->labels[i] = shapes3d_sample(seed, first + i, S, d->x + i * per);
     return BP_OK;
 }
 
@@ -62,6 +84,42 @@ static int csv_record(FILE *f, char *file, size_t cap, long long *label, int *li
     return 0;
 }
 
+/* A NaN or an infinity trains to a NaN loss: refuse it where it comes from. */
+static bp_status check_finite(const char *vpath, const float *x, const dataset *d)
+{
+    int64_t per = sample_size(d);
+    for (int64_t i = 0; i < per; i++) {
+        if (isfinite(x[i])) continue;
+        int64_t c = i % d->channels, v = i / d->channels;
+        int64_t k = v % d->dims[2], j = v / d->dims[2] % d->dims[1], h = v / d->dims[2] / d->dims[1];
+        return bp_fail(BP_ENUMERIC, "%s: voxel %lld (index (%lld,%lld,%lld,%lld)) is %s; volumes must be finite", vpath,
+                       (long long)i, (long long)h, (long long)j, (long long)k, (long long)c,
+                       isnan(x[i]) ? "NaN" : x[i] > 0 ? "+Inf" : "-Inf");
+    }
+    return BP_OK;
+}
+
+/* The model gets one output per label value up to the largest: when most of
+ * those classes have no sample, the labels are not 0..K-1 (a typo such as
+ * 999999 among 0/1 would build a million-class model). */
+static bp_status check_classes(const dataset *d, const char *path, const char *top_file, int top_line)
+{
+    unsigned char *seen = calloc((size_t)d->classes, 1);
+    if (!seen) return bp_fail(BP_ENOMEM, "%s: out of memory", path);
+    int64_t used = 0;
+    for (int64_t i = 0; i < d->n; i++) {
+        used += !seen[d->labels[i]];
+        seen[d->labels[i]] = 1;
+    }
+    free(seen);
+    int64_t empty = d->classes - used;
+    if (2 * empty <= d->classes) return BP_OK;
+    return bp_fail(BP_EFORMAT,
+                   "%s: labels run to %d (%s, line %d), so the model would have %d classes, but %lld of them have no "
+                   "sample; number the classes 0..K-1",
+                   path, d->classes - 1, top_file, top_line, d->classes, (long long)empty);
+}
+
 bp_status data_from_dir(dataset *d, const char *dir)
 {
     memset(d, 0, sizeof *d);
@@ -72,7 +130,8 @@ bp_status data_from_dir(dataset *d, const char *dir)
     bp_status st = BP_OK;
     int64_t cap = 0, per = 0;
     long long label;
-    int lineno = 0, r;
+    int lineno = 0, r, top_line = 0;
+    char top_file[256] = "";
     while (!st && (r = csv_record(f, file, sizeof file, &label, &lineno)) != 0) {
         if (r < 0) {
             st = bp_fail(BP_EFORMAT, "%s:%d: expected \"file.npy,label\" with an integer label in [0, 1000000)", path,
@@ -104,7 +163,8 @@ bp_status data_from_dir(dataset *d, const char *dir)
         }
         if (!st && d->n == cap) {
             cap = cap ? cap * 2 : 64;
-            float *x = realloc(d->x, sizeof(float) * (size_t)(cap * per));
+            size_t bytes = 0;
+            float *x = data_bytes(cap, per, &bytes) ? realloc(d->x, bytes) : NULL;
             int64_t *l = x ? realloc(d->labels, sizeof(int64_t) * (size_t)cap) : NULL;
             char **nm = l ? realloc(d->names, sizeof(char *) * (size_t)cap) : NULL;
             if (x) d->x = x;
@@ -115,6 +175,9 @@ bp_status data_from_dir(dataset *d, const char *dir)
         if (!st) {
             float *dst = d->x + d->n * per;
             for (int64_t i = 0; i < per; i++) dst[i] = (float)bp_tensor_get(t, i);
+            st = check_finite(vpath, dst, d);
+        }
+        if (!st) {
             d->labels[d->n] = label;
             d->names[d->n] = strdup(file);
             if (!d->names[d->n]) {
@@ -122,7 +185,11 @@ bp_status data_from_dir(dataset *d, const char *dir)
                 bp_tensor_free(t);
                 break;
             }
-            if (label + 1 > d->classes) d->classes = (int)label + 1;
+            if (label + 1 > d->classes) {
+                d->classes = (int)label + 1;
+                snprintf(top_file, sizeof top_file, "%.200s", file); /* a name for the message */
+                top_line = lineno;
+            }
             d->n++;
         }
         bp_tensor_free(t);
@@ -130,6 +197,7 @@ bp_status data_from_dir(dataset *d, const char *dir)
     fclose(f);
     if (!st && d->n < 2) st = bp_fail(BP_EFORMAT, "%s: lists %lld volumes; at least 2 are needed", path, (long long)d->n);
     if (!st && d->classes < 2) st = bp_fail(BP_EFORMAT, "%s: every label is 0; at least 2 classes are needed", path);
+    if (!st) st = check_classes(d, path, top_file, top_line);
     if (st) data_free(d);
     return st;
 }
@@ -164,7 +232,7 @@ bp_status data_split(dataset *d, double val_fraction, uint64_t seed, dataset *tr
         dataset *o = parts[p];
         *o = *d;
         o->n = counts[p];
-        o->x = malloc(sizeof(float) * (size_t)(o->n * per));
+        o->x = alloc_samples(o->n, per);
         o->labels = malloc(sizeof(int64_t) * (size_t)o->n);
         o->names = NULL;
         if (!o->x || !o->labels) {

@@ -5,7 +5,6 @@
  * --resume to continue exactly where a run stopped, Ctrl-C to save and exit.
  * `train3d --help` lists the options. */
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -19,138 +18,18 @@
 #include <bpc/ops.h>
 #include <bpc/optimizer.h>
 #include <bpc/scheduler.h>
+#include <bpc/train_checkpoint.h>
 #include "data.h"
 #include "model.h"
+#include "options.h"
 #include "progress.h"
 #include "shapes3d.h"
-
-typedef struct options {
-    int epochs, batch, threads, size;
-    double lr, val_split;
-    const char *optimizer, *out, *data;
-    uint64_t seed;
-    int64_t train_n, val_n;
-    int resume, quiet;
-} options;
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig)
 {
     (void)sig;
     interrupted = 1;
-}
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: train3d [options]\n"
-            "Trains Conv3d-BatchNorm3d-ReLU-MaxPool3d x2 + Dense on 3-D volumes.\n\n"
-            "  --epochs N        epochs to train (default 25)\n"
-            "  --batch-size N    samples per step (default 16)\n"
-            "  --lr X            learning rate (default 0.003 for adam, 0.02 for sgd)\n"
-            "  --optimizer NAME  adam (default) or sgd (SGD with momentum 0.9)\n"
-            "  --threads N       OpenMP threads (default: all cores)\n"
-            "  --seed N          seed of the weights, the data and the shuffles (default 1)\n"
-            "  --out DIR         checkpoints, metrics.csv and model.safetensors go here (default train3d-out)\n"
-            "  --data DIR        train on DIR/labels.csv + .npy volumes instead of the synthetic shapes\n"
-            "  --val-split X     with --data: the validation fraction (default 0.2)\n"
-            "  --train-size N    synthetic training samples (default 2048)\n"
-            "  --val-size N      synthetic held-out samples (default 512)\n"
-            "  --size S          synthetic volume side, a multiple of 8 (default 32)\n"
-            "  --resume          continue from DIR/checkpoint.safetensors\n"
-            "  --quiet           per-epoch lines only\n"
-            "  --help            this text\n\n"
-            "Ctrl-C saves a checkpoint after the current step and exits; --resume continues from it with\n"
-            "the same results as an uninterrupted run (same thread count).\n");
-}
-
-/* The whole of v as a base-10 integer in [-hi, hi]: atoi would take "3x" as 3 and
- * "abc" as 0 (which --lr and --threads read as "the default"), silently. */
-static bool int_arg(const char *v, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end != '\0' || x < -hi || x > hi) return false;
-    *out = x;
-    return true;
-}
-
-/* The whole of v as a finite number. */
-static bool real_arg(const char *v, double *out)
-{
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end != '\0' || !isfinite(x)) return false;
-    *out = x;
-    return true;
-}
-
-/* The whole of v as an unsigned 64-bit integer (strtoull alone would wrap "-1"). */
-static bool u64_arg(const char *v, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    const char *p = v;
-    while (*p == ' ' || *p == '\t') p++;
-    if (*p == '-') return false;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno || end == v || *end != '\0') return false;
-    *out = x;
-    return true;
-}
-
-static int parse_args(int argc, char **argv, options *o)
-{
-    *o = (options){.epochs = 25, .batch = 16, .lr = 0, .val_split = 0.2, .optimizer = "adam", .out = "train3d-out",
-                   .seed = 1, .train_n = 2048, .val_n = 512, .size = 32};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long long n = 0;
-        bool ok = true;
-        const char *want = "an integer";
-#define TAKE(flag) (!strcmp(a, flag) && v && (++i, 1))
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (TAKE("--epochs")) ok = int_arg(v, INT_MAX, &n), o->epochs = (int)n;
-        else if (TAKE("--batch-size")) ok = int_arg(v, INT_MAX, &n), o->batch = (int)n;
-        else if (TAKE("--lr")) ok = real_arg(v, &o->lr), want = "a number";
-        else if (TAKE("--optimizer")) o->optimizer = v;
-        else if (TAKE("--threads")) ok = int_arg(v, INT_MAX, &n), o->threads = (int)n;
-        else if (TAKE("--seed")) ok = u64_arg(v, &o->seed), want = "an integer in [0, 2^64)";
-        else if (TAKE("--out")) o->out = v;
-        else if (TAKE("--data")) o->data = v;
-        else if (TAKE("--val-split")) ok = real_arg(v, &o->val_split), want = "a number";
-        else if (TAKE("--train-size")) ok = int_arg(v, INT64_MAX, &n), o->train_n = n;
-        else if (TAKE("--val-size")) ok = int_arg(v, INT64_MAX, &n), o->val_n = n;
-        else if (TAKE("--size")) ok = int_arg(v, INT_MAX, &n), o->size = (int)n;
-        else if (!strcmp(a, "--resume")) o->resume = 1;
-        else if (!strcmp(a, "--quiet")) o->quiet = 1;
-        else {
-            fprintf(stderr, "train3d: unknown or incomplete option \"%s\"\n\n", a);
-            usage(stderr);
-            return 2;
-        }
-#undef TAKE
-        if (!ok) {
-            fprintf(stderr, "train3d: %s expects %s, got \"%s\"\n", a, want, v);
-            return 2;
-        }
-    }
-    if (strcmp(o->optimizer, "adam") && strcmp(o->optimizer, "sgd")) {
-        fprintf(stderr, "train3d: --optimizer must be adam or sgd, got \"%s\"\n", o->optimizer);
-        return 2;
-    }
-    if (o->epochs < 1 || o->batch < 2 || o->train_n < 2 || o->val_n < 1 || o->size < 4 || o->size % 8 ||
-        o->threads < 0 || o->lr < 0) {
-        fprintf(stderr, "train3d: --epochs >= 1, --batch-size >= 2, --train-size >= 2, --val-size >= 1, "
-                        "--size a multiple of 8, --threads >= 0 and --lr >= 0 are required\n");
-        return 2;
-    }
-    if (o->lr == 0) o->lr = strcmp(o->optimizer, "adam") ? 0.02 : 0.003;
-    return 0;
 }
 
 /* Everything a step needs, allocated once. */
@@ -254,82 +133,94 @@ typedef struct progress_state {
     bp_rng epoch_shuffle;         /* the shuffle generator at the start of `epoch` */
 } progress_state;
 
-static bp_status put_scalar(bp_dict *flat, const char *key, bp_dtype dt, double v)
+static void checkpoint_path(const options *o, char *path, size_t cap)
 {
-    bp_tensor *t;
-    BP_TRY(bp_tensor_full(&t, dt, 0, NULL, v));
-    bp_status st = bp_dict_set_tensor(flat, key, t);
-    bp_tensor_free(t);
+    snprintf(path, cap, "%s/checkpoint.safetensors", o->out);
+}
+
+/* Model, optimizer (with its scheduler's counters), the epoch's shuffle
+ * stream and the position: what bp_train_checkpoint_* save and restore. */
+static bp_train_state train_state(trainer *t, progress_state *p, bp_train_rng *rng)
+{
+    *rng = (bp_train_rng){"epoch_shuffle", &p->epoch_shuffle};
+    return (bp_train_state){.model = t->net, .optimizer = t->opt, .scheduler = t->sched, .rngs = rng, .n_rngs = 1,
+                            .epoch = p->epoch, .step = p->step};
+}
+
+static bp_status put_scalar(bp_dict *d, const char *key, bp_dtype dt, double v)
+{
+    bp_tensor *x;
+    BP_TRY(bp_tensor_full(&x, dt, 0, NULL, v));
+    bp_status st = bp_dict_set_tensor(d, key, x);
+    bp_tensor_free(x);
     return st;
 }
 
-static bp_status save_checkpoint(trainer *t, const progress_state *p)
+/* The options that must not change, and the epoch's running sums. */
+static bp_status run_metadata(const trainer *t, const progress_state *p, bp_dict **out)
+{
+    BP_TRY(options_to_meta(&t->o, out));
+    bp_status st = put_scalar(*out, "loss_sum", BP_FLOAT64, p->loss_sum);
+    if (!st) st = put_scalar(*out, "correct", BP_INT64, (double)p->correct);
+    if (!st) st = put_scalar(*out, "seen", BP_INT64, (double)p->seen);
+    if (st) bp_dict_free(*out);
+    return st;
+}
+
+static bp_status save_checkpoint(trainer *t, progress_state *p)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->o.out);
-    bp_dict *flat;
-    BP_TRY(bp_dict_new(&flat));
-    bp_status st = bp_checkpoint_put_vars(flat, "model/", t->model_vars);
-    if (!st) st = bp_checkpoint_put_vars(flat, "optim/", t->opt_vars);
-    if (!st) st = bp_checkpoint_put_rng(flat, "meta/epoch_shuffle", &p->epoch_shuffle);
-    if (!st) st = put_scalar(flat, "meta/epoch", BP_INT64, (double)p->epoch);
-    if (!st) st = put_scalar(flat, "meta/step", BP_INT64, (double)p->step);
-    if (!st) st = put_scalar(flat, "meta/loss_sum", BP_FLOAT64, p->loss_sum);
-    if (!st) st = put_scalar(flat, "meta/correct", BP_INT64, (double)p->correct);
-    if (!st) st = put_scalar(flat, "meta/seen", BP_INT64, (double)p->seen);
-    bp_tensor *seed = NULL;
-    int64_t one = 1;
-    if (!st) st = bp_tensor_from_data(&seed, BP_INT64, 1, &one, &t->o.seed); /* the seed's 64 bits, exactly */
-    if (!st) st = bp_dict_set_tensor(flat, "meta/seed", seed);
-    bp_tensor_free(seed);
-    if (!st) st = bp_checkpoint_write(path, flat);
-    bp_dict_free(flat);
+    checkpoint_path(&t->o, path, sizeof path);
+    bp_train_rng rng;
+    bp_train_state s = train_state(t, p, &rng);
+    bp_dict *meta;
+    BP_TRY(run_metadata(t, p, &meta));
+    bp_status st = bp_train_checkpoint_save(path, &s, meta);
+    bp_dict_free(meta);
     return st;
 }
 
-static double get_scalar(const bp_dict *flat, const char *key, bp_status *st)
+/* The epoch's running sums from the metadata; they must fit the position. */
+static bp_status read_sums(const bp_dict *meta, const trainer *t, progress_state *p, const char *path)
 {
-    bp_tensor *t = bp_dict_get_tensor(flat, key);
-    if (!*st && (!t || t->numel != 1)) *st = bp_fail(BP_EFORMAT, "checkpoint: \"%s\" is missing", key);
-    return t ? bp_tensor_get(t, 0) : 0;
+    const bp_tensor *ls = bp_dict_get_tensor(meta, "loss_sum"), *c = bp_dict_get_tensor(meta, "correct"),
+                    *n = bp_dict_get_tensor(meta, "seen");
+    if (!ls || !c || !n || ls->numel != 1 || c->numel != 1 || n->numel != 1)
+        return bp_fail(BP_EFORMAT, "cannot resume from %s: the running sums (meta/loss_sum, correct, seen) are missing",
+                       path);
+    p->loss_sum = bp_tensor_get(ls, 0);
+    p->correct = (int64_t)bp_tensor_get(c, 0);
+    p->seen = (int64_t)bp_tensor_get(n, 0);
+    if (!(isfinite(p->loss_sum) && p->loss_sum >= 0) || p->seen != p->step * t->o.batch || p->correct < 0 ||
+        p->correct > p->seen)
+        return bp_fail(BP_EFORMAT,
+                       "cannot resume from %s: its running sums (loss_sum %g, correct %lld, seen %lld) do not fit "
+                       "step %lld of batches of %d",
+                       path, p->loss_sum, (long long)p->correct, (long long)p->seen, (long long)p->step, t->o.batch);
+    return BP_OK;
 }
 
+/* Everything of the saved run, or nothing: the options must match (--epochs
+ * may differ: a finished run can be extended), the position must lie in
+ * this run. */
 static bp_status load_checkpoint(trainer *t, progress_state *p)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/checkpoint.safetensors", t->o.out);
-    bp_dict *flat;
-    BP_TRY(bp_checkpoint_read(path, &flat));
-    bp_status st = BP_OK;
-    bp_tensor *seed = bp_dict_get_tensor(flat, "meta/seed");
-    uint64_t saved = 0;
-    if (!seed || seed->dtype != BP_INT64 || seed->numel != 1)
-        st = bp_fail(BP_EFORMAT, "checkpoint: \"meta/seed\" is missing");
-    else
-        memcpy(&saved, seed->data, sizeof saved);
-    if (!st && saved != t->o.seed)
-        st = bp_fail(BP_EINVAL, "%s was written with --seed %llu; pass the same seed to resume", path,
-                     (unsigned long long)saved);
-    p->epoch = (int64_t)get_scalar(flat, "meta/epoch", &st);
-    p->step = (int64_t)get_scalar(flat, "meta/step", &st);
-    p->loss_sum = get_scalar(flat, "meta/loss_sum", &st);
-    p->correct = (int64_t)get_scalar(flat, "meta/correct", &st);
-    p->seen = (int64_t)get_scalar(flat, "meta/seen", &st);
-    if (!st) st = bp_checkpoint_get_rng(flat, "meta/epoch_shuffle", &p->epoch_shuffle);
-    if (!st) {
-        /* Model and optimizer together, all or nothing; another model's checkpoint is an error. */
-        bp_dict *meta = NULL;
-        st = bp_checkpoint_take_prefix(flat, "meta/", &meta);
-        bp_dict_free(meta);
-    }
-    if (!st) {
-        bp_ckpt_vars groups[2] = {{"model/", t->model_vars}, {"optim/", t->opt_vars}};
-        bp_load_opts lo = {.strict = true, .warn = false};
-        st = bp_checkpoint_load_vars(flat, groups, 2, &lo, NULL);
-    }
-    bp_dict_free(flat);
-    if (st) return bp_fail(st, "cannot resume from %s: %s", path, bp_last_error());
-    return BP_OK;
+    checkpoint_path(&t->o, path, sizeof path);
+    bp_dict *expect, *meta = NULL;
+    BP_TRY(options_to_meta(&t->o, &expect));
+    progress_state q = {0};
+    bp_train_rng rng;
+    bp_train_state s = train_state(t, &q, &rng);
+    bp_train_resume_opts ro = {.expect = expect, .epochs = t->o.epochs, .steps_per_epoch = t->steps_per_epoch};
+    bp_status st = bp_train_checkpoint_resume(path, &s, &ro, &meta);
+    bp_dict_free(expect);
+    q.epoch = s.epoch;
+    q.step = s.step;
+    if (!st) st = read_sums(meta, t, &q, path);
+    bp_dict_free(meta);
+    if (!st) *p = q;
+    return st;
 }
 
 /* ---------------------------------------------------------------- training */
@@ -515,7 +406,7 @@ int main(int argc, char **argv)
 {
     trainer t = {0};
     int rc = parse_args(argc, argv, &t.o);
-    if (rc) return rc;
+    if (rc) return rc < 0 ? 0 : rc;
     if (t.o.threads > 0) omp_set_num_threads(t.o.threads);
     if (mkdir(t.o.out, 0755) && errno != EEXIST) {
         fprintf(stderr, "train3d: cannot create %s: %s\n", t.o.out, strerror(errno));
@@ -532,9 +423,10 @@ int main(int argc, char **argv)
            bp_version(), t.o.data ? t.o.data : "synthetic shapes", (long long)t.train.n, (long long)t.val.n,
            (long long)t.train.dims[0], (long long)t.train.dims[1], (long long)t.train.dims[2],
            (long long)t.train.channels, t.train.classes, 100.0 / t.train.classes);
-    printf("model: 3 x [Conv3d-BN3d-ReLU-MaxPool3d] (%lld->16->32->64), global average pool, Dense; %s lr %g (cosine), "
-           "batch %d, %d threads; data ready in %.1fs\n",
-           (long long)t.train.channels, t.o.optimizer, t.o.lr, t.o.batch, omp_get_max_threads(), progress_now() - t0);
+    char model[256] = "?";
+    net_describe(t.net, false, model, sizeof model);
+    printf("model: %s; %s lr %g (cosine), batch %d, %d threads; data ready in %.1fs\n", model, t.o.optimizer, t.o.lr,
+           t.o.batch, omp_get_max_threads(), progress_now() - t0);
     signal(SIGINT, on_sigint);
     rc = run(&t);
     teardown(&t);

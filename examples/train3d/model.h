@@ -18,4 +18,9 @@ typedef enum net_kind { NET_FLAT, NET_GLOBAL } net_kind;
 /* dims: the input's H, W, D (each divisible by 4, by 8 for NET_GLOBAL); in_ch: C. */
 bp_status net_new(bp_node **out, net_kind kind, const int64_t dims[3], int64_t in_ch, int classes, uint64_t seed);
 
+/* One line saying what net is, read off its nodes: "3 x [Conv3d-BatchNorm3d-
+ * ReLU-MaxPool3d] (1->16->32->64), global average pool, Dense(64->8)";
+ * symbolic: "C" and "K" for the input channels and the classes. */
+bp_status net_describe(bp_node *net, bool symbolic, char *buf, size_t cap);
+
 #endif

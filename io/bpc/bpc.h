@@ -28,4 +28,5 @@
 #include <bpc/nifti.h>
 #include <bpc/sliding_window.h>
 #include <bpc/augment.h>
+#include <bpc/train_checkpoint.h>
 #endif
