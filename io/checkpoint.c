@@ -1,4 +1,4 @@
-/* core/checkpoint.c — save_states / load_states: formats by extension, atomic
+/* io/checkpoint.c — save_states / load_states: formats by extension, atomic
  * saves, all-or-nothing loads of variables from a flat dict.
  *
  * Checkpoint code sees only variables and dicts: a training checkpoint is
@@ -37,6 +37,17 @@ void bp__ckpt_io_reset(void)
 }
 
 /* -------------------------------------------------------------- utilities */
+
+bp_status bp__not_regular(const char *who, mode_t mode)
+{
+    const char *kind = S_ISDIR(mode)    ? "a directory"
+                       : S_ISFIFO(mode) ? "a FIFO"
+                       : S_ISCHR(mode)  ? "a character device"
+                       : S_ISBLK(mode)  ? "a block device"
+                       : S_ISSOCK(mode) ? "a socket"
+                                        : "of an unknown kind";
+    return bp_fail(BP_EIO, "%s: not a regular file (it is %s); checkpoints are regular files", who, kind);
+}
 
 uint32_t bp__crc32(uint32_t crc, const void *p, size_t n)
 {
@@ -303,6 +314,10 @@ static int sync_dir(const char *path)
 static bp_status write_file(const char *who, const char *filename, bp_ckpt_format fmt, const bp_dict *flat)
 {
     static atomic_uint counter;
+    /* The rename would replace a FIFO or a device node by a regular file, or fail
+     * on a directory after all the writing: refuse them first. */
+    struct stat sb;
+    if (stat(filename, &sb) == 0 && !S_ISREG(sb.st_mode)) return bp__not_regular(who, sb.st_mode);
     size_t cap = strlen(filename) + 64;
     char *tmp = malloc(cap);
     if (!tmp) return bp_fail(BP_ENOMEM, "%s: out of memory", who);
@@ -354,7 +369,9 @@ static bp_status read_file(const char *who, const char *filename, bp_dict **out)
     *out = NULL;
     bp_ckpt_format fmt;
     BP_TRY(bp_checkpoint_format(filename, &fmt));
-    int fd = open(filename, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+     * (forever); the fstat below then refuses it. Regular files ignore the flag. */
+    int fd = open(filename, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ENOENT) return bp_fail(BP_EIO, "%s: Cannot find the file path: %s", who, filename);
         return bp_fail(BP_EIO, "%s: cannot open the file: %s", who, strerror(errno));
@@ -364,7 +381,7 @@ static bp_status read_file(const char *who, const char *filename, bp_dict **out)
     if (fstat(fd, &sb) != 0)
         st = bp_fail(BP_EIO, "%s: cannot stat the file: %s", who, strerror(errno));
     else if (!S_ISREG(sb.st_mode))
-        st = bp_fail(BP_EIO, "%s: not a regular file", who);
+        st = bp__not_regular(who, sb.st_mode);
     if (!st) {
         bp__source src = {.fd = fd, .path = filename, .size = (uint64_t)sb.st_size, .who = who};
         st = decode_from(fmt, &src, out);

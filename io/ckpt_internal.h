@@ -1,4 +1,4 @@
-/* core/ckpt_internal.h — shared by checkpoint.c and the per-format files
+/* io/ckpt_internal.h — shared by checkpoint.c and the per-format files
  * ckpt_safetensors.c, ckpt_npz.c, ckpt_json.c; not installed.
  *
  * A format writer produces bytes into a sink (a file being saved atomically,
@@ -79,6 +79,9 @@ bp_status bp__json_read(const bp__source *src, bp_dict **out);
 bp_status bp__ckpt_check_key(const char *who, const char *what, const char *key, bp_status st);
 /* Checks a dict to be written: tensors only, valid keys. */
 bp_status bp__ckpt_check_dict(const char *who, const bp_dict *flat);
+
+/* BP_EIO "<who>: not a regular file (it is a FIFO)..." naming the kind of mode. */
+bp_status bp__not_regular(const char *who, mode_t mode);
 
 /* CRC-32 (ISO-HDLC, zlib's crc32 and Python's zlib.crc32) of n bytes,
  * continuing from crc (start with 0). */

@@ -1,4 +1,4 @@
-/* core/ckpt_json.c — a human-readable checkpoint, for small models and debugging.
+/* io/ckpt_json.c — a human-readable checkpoint, for small models and debugging.
  *
  *   {"format": "bpc", "version": 1, "tensors": {
  *    "Linear0.w": {"dtype": "float32", "shape": [2, 3], "data": [0.5, -1, ...]},

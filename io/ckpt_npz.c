@@ -1,4 +1,4 @@
-/* core/ckpt_npz.c — NumPy's .npz: a zip of .npy files, through libzip.
+/* io/ckpt_npz.c — NumPy's .npz: a zip of .npy files, through libzip.
  *
  * Each entry "<key>" is the member "<key>.npy", stored (not compressed), as
  * np.savez writes it. A member is an NPY file:
@@ -23,12 +23,14 @@
  * to the sink: one extra copy of the state, which the atomic save needs anyway
  * to keep libzip's own file handling out of the way. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zip.h>
 #include "ckpt_internal.h"
 
@@ -464,14 +466,25 @@ bp_status bp_npy_read(const char *path, bp_tensor **out)
     if (!out) return bp_fail(BP_EINVAL, "npy_read: out is NULL");
     *out = NULL;
     if (!path) return bp_fail(BP_EINVAL, "npy_read: path is NULL");
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return bp_fail(BP_EIO, "npy_read: cannot open \"%s\": %s", path, strerror(errno));
+    char who[512];
+    snprintf(who, sizeof who, "npy_read \"%s\"", path);
+    /* O_NONBLOCK so that a FIFO is refused below instead of waiting for a writer. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return bp_fail(BP_EIO, "npy_read: cannot open \"%s\": %s", path, strerror(errno));
     struct stat sb;
-    bp_status st = BP_OK;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode))
-        st = bp_fail(BP_EIO, "npy_read: \"%s\" is not a regular file", path);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        bp_status st = fstat(fd, &sb) != 0 ? bp_fail(BP_EIO, "%s: cannot stat: %s", who, strerror(errno))
+                                           : bp__not_regular(who, sb.st_mode);
+        close(fd);
+        return st;
+    }
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        close(fd);
+        return bp_fail(BP_ENOMEM, "%s: cannot open a stream: %s", who, strerror(errno));
+    }
     npy_stream in = {NULL, fp};
-    if (!st) st = read_npy("npy_read", path, &in, (uint64_t)sb.st_size, out);
+    bp_status st = read_npy("npy_read", path, &in, (uint64_t)sb.st_size, out);
     fclose(fp);
     return st;
 }
@@ -557,9 +570,20 @@ bp_status bp__npz_read(const bp__source *src, bp_dict **out)
         zip_source_t *zs = zip_source_buffer_create(src->mem, src->size, 0, &ze);
         if (zs && !(za = zip_open_from_source(zs, ZIP_RDONLY | ZIP_CHECKCONS, &ze))) zip_source_free(zs);
     } else {
-        int code = 0;
-        za = zip_open(src->path, ZIP_RDONLY | ZIP_CHECKCONS, &code);
-        if (!za) zip_error_init_with_code(&ze, code);
+        /* Through the descriptor already checked to be a regular file, never by
+         * the path again (which could name something else by now). zip_fdopen
+         * closes the descriptor it is given on success only. */
+        int code = 0, fd = dup(src->fd);
+        if (fd < 0) {
+            bp_status st = bp_fail(BP_EIO, "%s: cannot read the file: %s", src->who, strerror(errno));
+            zip_error_fini(&ze);
+            return st;
+        }
+        za = zip_fdopen(fd, ZIP_RDONLY | ZIP_CHECKCONS, &code);
+        if (!za) {
+            close(fd);
+            zip_error_init_with_code(&ze, code);
+        }
     }
     if (!za) {
         int code = zip_error_code_zip(&ze);

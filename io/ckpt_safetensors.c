@@ -1,4 +1,4 @@
-/* core/ckpt_safetensors.c — the safetensors layout.
+/* io/ckpt_safetensors.c — the safetensors layout.
  *
  *   bytes 0..7      N, the header length (uint64, little-endian)
  *   bytes 8..8+N    a JSON object: {"__metadata__": {str: str}, key: {"dtype":

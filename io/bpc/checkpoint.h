@@ -34,8 +34,14 @@
  * '/' (node names are identifiers), so prefixes ending in '/' ("meta/",
  * "optim/", "rng/") cannot collide with them.
  *
+ * Checkpoints are regular files: a path naming a FIFO, a directory, a device
+ * or a socket (or a symbolic link to one) is BP_EIO "not a regular file (it is
+ * a FIFO)", on reads and on saves, in every format; a read never waits on a
+ * FIFO, and a save never replaces one.
+ *
  * Errors: BP_EINVAL (bad arguments, unsupported extension), BP_EIO (a file
- * that cannot be opened, read, written, synced or renamed), BP_EFORMAT (a
+ * that cannot be opened, read, written, synced or renamed, or is not a
+ * regular file), BP_EFORMAT (a
  * corrupt or truncated file, or one of another model), BP_ESHAPE / BP_EDTYPE
  * (a variable whose shape or dtype differs), BP_ENOMEM. Messages name the file. */
 #ifndef BPC_CHECKPOINT_H
