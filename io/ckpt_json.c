@@ -204,6 +204,26 @@ static bp_status parse_tensor(const char *who, const char *key, const json_t *v,
     return BP_OK;
 }
 
+/* What a JSON value is, for messages: its text (cut to 32 characters) and,
+ * unless a number, its kind: "\"1\" (a string)", "1.5", "(none)". */
+static const char *json_seen(char *buf, size_t cap, const json_t *v)
+{
+    if (!v) {
+        snprintf(buf, cap, "(none)");
+        return buf;
+    }
+    char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    const char *kind = json_is_string(v)    ? " (a string)"
+                       : json_is_boolean(v) ? " (a boolean)"
+                       : json_is_null(v)    ? ""
+                       : json_is_object(v)  ? " (an object)"
+                       : json_is_array(v)   ? " (an array)"
+                                            : "";
+    snprintf(buf, cap, "%.32s%s%s", text ? text : "?", text && strlen(text) > 32 ? "..." : "", kind);
+    free(text);
+    return buf;
+}
+
 static bp_status parse_root(const char *who, const json_t *root, bp_dict **out)
 {
     if (!json_is_object(root)) return bp_fail(BP_EFORMAT, "%s: the file must hold a JSON object", who);
@@ -218,9 +238,10 @@ static bp_status parse_root(const char *who, const json_t *root, bp_dict **out)
         return bp_fail(BP_EFORMAT, "%s: \"format\" must be \"bpc\", got %s%.32s%s", who, fmt ? "\"" : "",
                        fmt ? fmt : "(none)", fmt ? "\"" : "");
     const json_t *ver = json_object_get(root, "version");
+    char seen[64];
     if (!json_is_integer(ver) || json_integer_value(ver) != BP_CKPT_VERSION)
-        return bp_fail(BP_EFORMAT, "%s: bpc checkpoint version %" JSON_INTEGER_FORMAT ", this build reads version %d",
-                       who, json_is_integer(ver) ? json_integer_value(ver) : (json_int_t)-1, BP_CKPT_VERSION);
+        return bp_fail(BP_EFORMAT, "%s: bpc checkpoint version %s, this build reads version %d (an integer)", who,
+                       json_seen(seen, sizeof seen, ver), BP_CKPT_VERSION);
     const json_t *ts = json_object_get(root, "tensors");
     if (!json_is_object(ts)) return bp_fail(BP_EFORMAT, "%s: \"tensors\" must be a JSON object", who);
     bp_dict *d;

@@ -10,8 +10,9 @@
  * bpc writes tensors in dict order, back to back, and puts {"format": "bpc",
  * "version": "1", "data_crc32": "<8 hex digits>"} in __metadata__: the CRC-32
  * of the whole data section. The reader takes any valid safetensors file of
- * the five dtypes bpc has (files without bpc's metadata have no checksum to
- * check) and rejects, before allocating a tensor: a header length past the
+ * the five dtypes bpc has, checks data_crc32 whenever __metadata__ holds one
+ * (whatever its "format" says; "format": "bpc" requires it), so files of
+ * other writers, which have none, load unchecked; and it rejects, before allocating a tensor: a header length past the
  * file, invalid JSON, duplicate keys, unknown dtypes or fields, a shape whose
  * byte size differs from its offsets, offsets out of range, overlapping, or
  * leaving bytes of the data section to no tensor (as the reference
@@ -186,8 +187,11 @@ static bp_status parse_entry(const char *who, const char *key, const json_t *v, 
     return BP_OK;
 }
 
-/* Checks bpc's own __metadata__ (other writers' metadata is any str -> str map).
- * *crc_given tells whether a checksum is to be checked. */
+/* Checks __metadata__ (any str -> str map) and takes its checksum. The rule,
+ * so that no edit of the file can switch the check off: data_crc32 is checked
+ * whenever it is there, whatever "format" says, and a file whose format is
+ * "bpc" must have it. Only a file that names neither (another writer's) loads
+ * unchecked. *crc_given tells whether a checksum is to be checked. */
 static bp_status parse_meta(const char *who, const json_t *m, bool *crc_given, uint32_t *crc)
 {
     *crc_given = false;
@@ -199,15 +203,17 @@ static bp_status parse_meta(const char *who, const json_t *m, bool *crc_given, u
             return bp_fail(BP_EFORMAT, "%s: __metadata__ \"%.64s\" must be a string", who, k);
     }
     const char *fmt = json_string_value(json_object_get(m, "format"));
-    if (!fmt || strcmp(fmt, "bpc") != 0) return BP_OK;
-    const char *ver = json_string_value(json_object_get(m, "version"));
-    char want[16];
-    snprintf(want, sizeof want, "%d", BP_CKPT_VERSION);
-    if (!ver || strcmp(ver, want) != 0)
-        return bp_fail(BP_EFORMAT, "%s: bpc checkpoint version \"%.16s\", this build reads version %d", who,
-                       ver ? ver : "(none)", BP_CKPT_VERSION);
     const char *hex = json_string_value(json_object_get(m, "data_crc32"));
-    if (!hex) return bp_fail(BP_EFORMAT, "%s: a bpc checkpoint without data_crc32 in __metadata__", who);
+    if (fmt && strcmp(fmt, "bpc") == 0) {
+        const char *ver = json_string_value(json_object_get(m, "version"));
+        char want[16];
+        snprintf(want, sizeof want, "%d", BP_CKPT_VERSION);
+        if (!ver || strcmp(ver, want) != 0)
+            return bp_fail(BP_EFORMAT, "%s: bpc checkpoint version \"%.16s\", this build reads version %d", who,
+                           ver ? ver : "(none)", BP_CKPT_VERSION);
+        if (!hex) return bp_fail(BP_EFORMAT, "%s: a bpc checkpoint without data_crc32 in __metadata__", who);
+    }
+    if (!hex) return BP_OK;
     uint32_t c = 0;
     size_t i = 0;
     for (; hex[i] && i < 8; i++) {

@@ -5,6 +5,8 @@
  *   clear BP_EIO for every format, on reads and on writes, and never block.
  * - Stale temporaries of crashed saves are removed by the next save of the same
  *   target, and nothing else is.
+ * - No single edit of a file's metadata switches its checksum off, and a
+ *   version is reported as written.
  */
 #include "bp_test.h"
 #include <dirent.h>
@@ -116,10 +118,88 @@ static void test_not_regular_files(void **state)
     alarm(0);
 }
 
+/* ====================================== item 9: checks that cannot be edited off */
+
+/* A bpc safetensors file with one flipped data bit and, besides, any one byte
+ * of its header changed to any other value (the "format" value or key, the
+ * checksum's key, its digits, the padding...) never loads: data_crc32 is
+ * checked whenever present, and "format": "bpc" requires it. */
+static void test_safetensors_crc_cannot_be_edited_off(void **state)
+{
+    (void)state;
+    bp_dict *d = small_state();
+    void *buf;
+    size_t len;
+    BP_OK_OR_FAIL(bp_checkpoint_encode(BP_CKPT_SAFETENSORS, d, &buf, &len));
+    unsigned char *b = buf;
+    size_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | b[i];
+    assert_true(8 + hlen < len);
+    b[len - 1] ^= 0x01; /* the last data byte: the int64 3's top byte */
+    long loaded = 0, tried = 0;
+    for (size_t i = 8; i < 8 + hlen; i++) {
+        unsigned char was = b[i];
+        for (int v = 0; v < 256; v++) {
+            if (v == was) continue;
+            b[i] = (unsigned char)v;
+            bp_dict *got = NULL;
+            bp_status st = bp_checkpoint_decode(BP_CKPT_SAFETENSORS, b, len, &got);
+            tried++;
+            if (st == BP_OK) {
+                if (loaded++ < 5) print_message("loaded with byte %zu = 0x%02x (was '%c')\n", i, v, was);
+            } else
+                assert_int_equal(st, BP_EFORMAT);
+            bp_dict_free(got);
+        }
+        b[i] = was;
+    }
+    assert_int_equal(tried, (long)hlen * 255);
+    assert_int_equal(loaded, 0);
+
+    /* the named case: format "bpc" changed to "bpd" */
+    unsigned char *f = (unsigned char *)strstr((char *)b + 8, "\"bpc\"");
+    assert_non_null(f);
+    f[3] = 'd';
+    bp_dict *got;
+    BP_EXPECT_ERR(bp_checkpoint_decode(BP_CKPT_SAFETENSORS, b, len, &got), BP_EFORMAT, "checksum mismatch");
+    b[len - 1] ^= 0x01; /* intact data under a foreign format name with bpc's checksum loads */
+    got = NULL;
+    BP_OK_OR_FAIL(bp_checkpoint_decode(BP_CKPT_SAFETENSORS, b, len, &got));
+    expect_same(got, d, true);
+    bp_dict_free(got);
+    free(buf);
+    bp_dict_free(d);
+}
+
+/* The JSON "version" is reported as it was written, not as -1. */
+static void test_json_version_reported_as_seen(void **state)
+{
+    (void)state;
+    const struct {
+        const char *version, *seen;
+    } cases[] = {
+        {"\"version\": \"1\", ", "version \"1\" (a string), this build reads"},
+        {"\"version\": 1.0, ", "version 1.0, this build reads"},
+        {"\"version\": [1], ", "version [1] (an array), this build reads"},
+        {"\"version\": null, ", "version null, this build reads"},
+        {"", "version (none), this build reads"},
+        {"\"version\": -1, ", "version -1, this build reads"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "{\"format\": \"bpc\", %s\"tensors\": {}}", cases[i].version);
+        bp_dict *got = (bp_dict *)1;
+        BP_EXPECT_ERR(bp_checkpoint_decode(BP_CKPT_JSON, text, strlen(text), &got), BP_EFORMAT, cases[i].seen);
+        assert_null(got);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_not_regular_files, reset_each),
+        cmocka_unit_test_setup(test_safetensors_crc_cannot_be_edited_off, reset_each),
+        cmocka_unit_test_setup(test_json_version_reported_as_seen, reset_each),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

@@ -11,6 +11,9 @@
  *                 data_offsets), raw little-endian data. __metadata__ holds
  *                 {"format": "bpc", "version": "1", "data_crc32": "<8 hex>"},
  *                 the CRC-32 (zlib's, as Python's zlib.crc32) of the data section.
+ *                 Reading checks data_crc32 whenever __metadata__ has it, whatever
+ *                 "format" says, and refuses a "format": "bpc" file without it;
+ *                 only files with neither (other writers') load unchecked.
  *   .npz          NumPy's format: a zip of "<key>.npy" members (NPY 1.0, stored),
  *                 as np.savez writes it; np.load reads it. Reading also takes
  *                 np.savez_compressed files (deflate), big-endian and Fortran-
