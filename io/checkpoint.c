@@ -62,6 +62,21 @@ uint32_t bp__crc32(uint32_t crc, const void *p, size_t n)
     return crc;
 }
 
+bool bp__crc_from_hex(const char *hex, uint32_t *out)
+{
+    uint32_t c = 0;
+    size_t i = 0;
+    for (; hex[i] && i < 8; i++) {
+        char h = hex[i];
+        int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : -1;
+        if (d < 0) return false;
+        c = c << 4 | (uint32_t)d;
+    }
+    if (i != 8 || hex[8]) return false;
+    *out = c;
+    return true;
+}
+
 bp_status bp__ckpt_check_key(const char *who, const char *what, const char *key, bp_status st)
 {
     size_t n = strlen(key);

@@ -9,6 +9,7 @@
 #ifndef BPC_CKPT_INTERNAL_H
 #define BPC_CKPT_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <bpc/checkpoint.h>
@@ -86,6 +87,9 @@ bp_status bp__not_regular(const char *who, mode_t mode);
 /* CRC-32 (ISO-HDLC, zlib's crc32 and Python's zlib.crc32) of n bytes,
  * continuing from crc (start with 0). */
 uint32_t bp__crc32(uint32_t crc, const void *p, size_t n);
+
+/* Exactly 8 lower-case hex digits (as "%08x" prints a CRC) into *out. */
+bool bp__crc_from_hex(const char *hex, uint32_t *out);
 
 /* x * y into *out unless it overflows an int64 range (both >= 0). */
 static inline int bp__mul_ok(int64_t x, int64_t y, int64_t *out)

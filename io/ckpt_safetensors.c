@@ -214,18 +214,9 @@ static bp_status parse_meta(const char *who, const json_t *m, bool *crc_given, u
         if (!hex) return bp_fail(BP_EFORMAT, "%s: a bpc checkpoint without data_crc32 in __metadata__", who);
     }
     if (!hex) return BP_OK;
-    uint32_t c = 0;
-    size_t i = 0;
-    for (; hex[i] && i < 8; i++) {
-        char h = hex[i];
-        int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : -1;
-        if (d < 0) break;
-        c = c << 4 | (uint32_t)d;
-    }
-    if (i != 8 || hex[8])
+    if (!bp__crc_from_hex(hex, crc))
         return bp_fail(BP_EFORMAT, "%s: data_crc32 \"%.16s\" must be 8 lower-case hex digits", who, hex);
     *crc_given = true;
-    *crc = c;
     return BP_OK;
 }
 

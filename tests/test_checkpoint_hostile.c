@@ -5,6 +5,7 @@
  *   clear BP_EIO for every format, on reads and on writes, and never block.
  * - Stale temporaries of crashed saves are removed by the next save of the same
  *   target, and nothing else is.
+ * - A JSON checkpoint with any one digit changed never loads a changed value.
  * - No single edit of a file's metadata switches its checksum off, and a
  *   version is reported as written.
  */
@@ -118,6 +119,73 @@ static void test_not_regular_files(void **state)
     alarm(0);
 }
 
+/* ====================================== item 6: JSON digits are checked */
+
+/* Same keys in the same order, dtypes, shapes and bits. */
+static bool same_dict(const bp_dict *a, const bp_dict *b)
+{
+    if (bp_dict_len(a) != bp_dict_len(b)) return false;
+    for (size_t i = 0; i < bp_dict_len(a); i++) {
+        const bp_tensor *x = bp_dict_tensor(a, i), *y = bp_dict_tensor(b, i);
+        if (strcmp(bp_dict_key(a, i), bp_dict_key(b, i)) || x->dtype != y->dtype || !bp_tensor_same_shape(x, y) ||
+            memcmp(x->data, y->data, bp_tensor_nbytes(x)) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* Every digit of a JSON checkpoint of REF (values, shapes, keys, dtype names,
+ * the version, the checksum), replaced in turn by each of the 9 others: a
+ * mutant either fails with BP_EFORMAT or loads exactly REF (a float digit past
+ * the ones that pick the float, e.g. 0.100000001 -> 0.100000002). None loads
+ * a changed value. */
+static void test_json_every_digit_mutant_rejected(void **state)
+{
+    (void)state;
+    bp_dict *ref = ref_state();
+    void *buf;
+    size_t len;
+    BP_OK_OR_FAIL(bp_checkpoint_encode(BP_CKPT_JSON, ref, &buf, &len));
+    char *t = buf;
+    long digits = 0, mutants = 0, rejected = 0, same = 0, changed = 0;
+    for (size_t i = 0; i < len; i++) {
+        char was = t[i];
+        if (was < '0' || was > '9') continue;
+        digits++;
+        for (char c = '0'; c <= '9'; c++) {
+            if (c == was) continue;
+            t[i] = c;
+            mutants++;
+            bp_dict *got = NULL;
+            bp_status st = bp_checkpoint_decode(BP_CKPT_JSON, t, len, &got);
+            if (st == BP_OK && same_dict(got, ref))
+                same++;
+            else if (st == BP_OK) {
+                if (changed++ < 5) print_message("loaded changed: byte %zu '%c' -> '%c'\n", i, was, c);
+            } else {
+                assert_int_equal(st, BP_EFORMAT);
+                rejected++;
+            }
+            bp_dict_free(got);
+        }
+        t[i] = was;
+    }
+    print_message("%ld digits, %ld mutants: %ld rejected, %ld load unchanged, %ld load changed\n", digits, mutants,
+                  rejected, same, changed);
+    assert_true(digits > 1000);
+    assert_int_equal(mutants, digits * 9);
+    assert_int_equal(rejected + same, mutants);
+    assert_int_equal(changed, 0);
+    /* the checksum also catches what a digit flip cannot: a changed sign */
+    char *minus = strstr(t, "-0.5");
+    assert_non_null(minus);
+    minus[0] = ' ';
+    bp_dict *got;
+    BP_EXPECT_ERR(bp_checkpoint_decode(BP_CKPT_JSON, t, len, &got), BP_EFORMAT, "checksum mismatch");
+    free(buf);
+    bp_dict_free(ref);
+}
+
 /* ====================================== item 9: checks that cannot be edited off */
 
 /* A bpc safetensors file with one flipped data bit and, besides, any one byte
@@ -198,6 +266,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_not_regular_files, reset_each),
+        cmocka_unit_test_setup(test_json_every_digit_mutant_rejected, reset_each),
         cmocka_unit_test_setup(test_safetensors_crc_cannot_be_edited_off, reset_each),
         cmocka_unit_test_setup(test_json_version_reported_as_seen, reset_each),
     };

@@ -18,10 +18,18 @@
  *                 as np.savez writes it; np.load reads it. Reading also takes
  *                 np.savez_compressed files (deflate), big-endian and Fortran-
  *                 ordered arrays. Every member carries the zip's CRC-32.
- *   .json         {"format": "bpc", "version": 1, "tensors": {key: {"dtype":
- *                 "float32", "shape": [..], "data": [..]}}}, row-major data,
- *                 floats printed to round-trip exactly (%.9g / %.17g); NaN and
- *                 infinities as the strings "NaN", "Infinity", "-Infinity".
+ *   .json         {"format": "bpc", "version": 2, "tensors": {key: {"dtype":
+ *                 "float32", "shape": [..], "data": [..]}}, "data_crc32":
+ *                 "<8 hex>"}, row-major data, floats printed to round-trip
+ *                 exactly (%.9g / %.17g); NaN and infinities as the strings
+ *                 "NaN", "Infinity", "-Infinity". data_crc32 is the CRC-32 of,
+ *                 for each entry in file order: the key, a NUL byte, the dtype
+ *                 name, a NUL byte, ndim and the dimensions as int64
+ *                 little-endian, the elements' little-endian bytes (every NaN
+ *                 as the positive quiet NaN); so a changed digit anywhere (a
+ *                 value, a shape, a key) fails the load. Version 1 files (from
+ *                 before the checksum: no data_crc32, which they may not have)
+ *                 still load, unchecked; bpc writes version 2.
  *
  * Saves are atomic: the file is written to "<filename>.tmp.<pid>.<n>" in the
  * same directory, fsync'ed, renamed over the old file, and the directory is
@@ -67,8 +75,10 @@ typedef enum bp_ckpt_format {
 
 /* The longest key a checkpoint may hold, in bytes. */
 #define BP_CKPT_MAX_KEY 256
-/* The version of bpc's own layout (safetensors __metadata__, json "version"). */
+/* The version of bpc's safetensors layout (__metadata__ "version"). */
 #define BP_CKPT_VERSION 1
+/* The version of bpc's JSON layout that bpc writes (it reads 1 and 2). */
+#define BP_CKPT_JSON_VERSION 2
 /* Prefix of user metadata entries written by bp_save_states. */
 #define BP_CKPT_META_PREFIX "meta/"
 
