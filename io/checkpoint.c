@@ -8,7 +8,14 @@
  * An atomic save: open "<file>.tmp.<pid>.<n>" (O_EXCL), write, fsync, close,
  * rename over <file>, fsync the directory. Until the rename the old file is
  * untouched; the rename is atomic, so a reader (or a crash) sees either the
- * whole old file or the whole new one. */
+ * whole old file or the whole new one.
+ *
+ * The temporary file is flock'ed for the whole save. A crash (kill -9
+ * included) drops the lock with the process, so the next save of the same
+ * target can tell a crashed save's temporary (unlocked) from one being
+ * written (locked, by this or another process) and removes only the former. */
+#define _DEFAULT_SOURCE /* flock */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -16,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -326,6 +334,55 @@ static int sync_dir(const char *path)
     return rc;
 }
 
+/* "<base>.tmp.<digits>.<digits>": the name of one of base's temporaries. */
+static bool is_temp_of(const char *name, const char *base)
+{
+    size_t n = strlen(base);
+    if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5) != 0) return false;
+    const char *p = name + n + 5;
+    for (int field = 0; field < 2; field++) {
+        const char *q = p;
+        while (*q >= '0' && *q <= '9') q++;
+        if (q == p || *q != (field == 0 ? '.' : '\0')) return false;
+        p = q + 1;
+    }
+    return true;
+}
+
+/* Removes the temporaries that crashed saves of filename left: files named as
+ * is_temp_of says in its directory, regular (not followed through a link),
+ * that no save holds locked. Best effort: whatever cannot be checked stays. */
+static void sweep_stale_temps(const char *filename)
+{
+    const char *slash = strrchr(filename, '/');
+    const char *base = slash ? slash + 1 : filename;
+    size_t dlen = slash ? (size_t)(slash - filename) + 1 : 0; /* with the '/' */
+    char *dir = slash ? strndup(filename, dlen == 1 ? 1 : dlen - 1) : strdup(".");
+    if (!dir) return;
+    DIR *d = opendir(dir);
+    free(dir);
+    if (!d) return;
+    size_t cap = dlen + 256 + 1;
+    char *path = malloc(cap);
+    struct dirent *e;
+    while (path && (e = readdir(d))) {
+        if (!is_temp_of(e->d_name, base) || dlen + strlen(e->d_name) + 1 > cap) continue;
+        memcpy(path, filename, dlen);
+        strcpy(path + dlen, e->d_name);
+        int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct stat by_fd, by_name;
+        /* Unlocked: its writer is gone. The same file still under that name
+         * (not replaced since it was opened): it is the one checked. */
+        if (fstat(fd, &by_fd) == 0 && S_ISREG(by_fd.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+            lstat(path, &by_name) == 0 && by_name.st_dev == by_fd.st_dev && by_name.st_ino == by_fd.st_ino)
+            unlink(path);
+        close(fd);
+    }
+    free(path);
+    closedir(d);
+}
+
 static bp_status write_file(const char *who, const char *filename, bp_ckpt_format fmt, const bp_dict *flat)
 {
     static atomic_uint counter;
@@ -333,14 +390,29 @@ static bp_status write_file(const char *who, const char *filename, bp_ckpt_forma
      * on a directory after all the writing: refuse them first. */
     struct stat sb;
     if (stat(filename, &sb) == 0 && !S_ISREG(sb.st_mode)) return bp__not_regular(who, sb.st_mode);
+    /* Before writing: the space they hold may be what this save needs. */
+    sweep_stale_temps(filename);
     size_t cap = strlen(filename) + 64;
     char *tmp = malloc(cap);
     if (!tmp) return bp_fail(BP_ENOMEM, "%s: out of memory", who);
-    int fd = -1;
+    int fd = -1, lock = -1;
     for (int tries = 0; tries < 100 && fd < 0; tries++) {
         snprintf(tmp, cap, "%s.tmp.%ld.%u", filename, (long)getpid(), atomic_fetch_add(&counter, 1u));
         fd = bp__ckpt_io_hooks.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST) break;
+        if (fd < 0) continue;
+        /* The lock marks the save as alive until after the rename. It is taken
+         * on a duplicate so that it outlives close(fd), which comes before the
+         * rename. A sweep may have removed the file between open and flock
+         * (no links left): then take another name. Where flock is unsupported
+         * (ENOLCK) the save goes on: sweeps cannot lock such files either. */
+        lock = dup(fd);
+        struct stat ls;
+        if (lock >= 0 && flock(lock, LOCK_EX) == 0 && fstat(lock, &ls) == 0 && ls.st_nlink == 0) {
+            close(lock);
+            bp__ckpt_io_hooks.close(fd);
+            fd = lock = -1;
+        }
     }
     if (fd < 0) {
         bp_status st = bp_fail(BP_EIO, "%s: cannot create the temporary file \"%s\": %s", who, tmp, strerror(errno));
@@ -356,12 +428,10 @@ static bp_status write_file(const char *who, const char *filename, bp_ckpt_forma
         st = bp_fail(BP_EIO, "%s: cannot close \"%s\": %s", who, tmp, strerror(errno));
     if (!st && bp__ckpt_io_hooks.rename(tmp, filename) != 0)
         st = bp_fail(BP_EIO, "%s: cannot rename \"%s\" over \"%s\": %s", who, tmp, filename, strerror(errno));
-    if (st) {
-        unlink(tmp);
-        free(tmp);
-        return st;
-    }
+    if (st) unlink(tmp);
+    if (lock >= 0) close(lock);
     free(tmp);
+    if (st) return st;
     if (sync_dir(filename) != 0)
         return bp_fail(BP_EIO, "%s: the file was written and renamed, but its directory cannot be fsync'ed: %s", who,
                        strerror(errno));

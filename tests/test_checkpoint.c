@@ -1201,10 +1201,11 @@ static void test_crash_between_steps(void **state)
             expect_file(p, nb, nlen);
         else
             expect_file(p, ob, olen);
-        /* a crash before the rename leaves the temporary file; the next save ignores it */
+        /* a crash before the rename leaves the temporary file; the next save removes it */
         assert_int_equal(n_files(), step >= RENAME_AFTER ? 1 : 2);
         BP_OK_OR_FAIL(bp_checkpoint_write(p, neu));
         expect_file(p, nb, nlen);
+        assert_int_equal(n_files(), 1);
         clear_dir();
     }
     free(ob);

@@ -9,16 +9,20 @@
  * - No single edit of a file's metadata switches its checksum off, and a
  *   version is reported as written.
  */
+#define _DEFAULT_SOURCE /* flock */
 #include "bp_test.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <bpc/checkpoint.h>
+#include "../io/ckpt_internal.h"
 #include "test_checkpoint_ref.h"
 
 static const bp_ckpt_format all_formats[] = {BP_CKPT_SAFETENSORS, BP_CKPT_NPZ, BP_CKPT_JSON};
@@ -117,6 +121,172 @@ static void test_not_regular_files(void **state)
     BP_EXPECT_ERR(bp_npy_read("/dev/zero", &t), BP_EIO, "not a regular file (it is a character device)");
     bp_dict_free(d);
     alarm(0);
+}
+
+/* ============================================ item 7: stale temporaries */
+
+static bool exists(const char *name)
+{
+    char p[512];
+    struct stat sb;
+    return lstat(in_dir(p, sizeof p, name), &sb) == 0;
+}
+
+static void touch(const char *name)
+{
+    char p[512];
+    FILE *f = fopen(in_dir(p, sizeof p, name), "wb");
+    assert_non_null(f);
+    fputs("not a checkpoint", f);
+    fclose(f);
+}
+
+static int crash_fsync(int fd)
+{
+    (void)fd;
+    kill(getpid(), SIGKILL);
+    return -1;
+}
+
+/* A save killed (SIGKILL) after writing its temporary file, before the rename. */
+static void crash_during_save(const char *path, const bp_dict *d)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        bp__ckpt_io_hooks.fsync = crash_fsync;
+        bp_checkpoint_write(path, d);
+        _exit(0);
+    }
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+}
+
+static int g_notify = -1, g_wait = -1;
+
+/* The first write of a save tells the parent and waits for its go-ahead. */
+static ssize_t paused_write(int fd, const void *b, size_t n)
+{
+    if (g_notify >= 0) {
+        char c = 1;
+        assert_int_equal(write(g_notify, &c, 1), 1);
+        assert_int_equal(read(g_wait, &c, 1), 1);
+        g_notify = -1;
+    }
+    return write(fd, b, n);
+}
+
+/* A save in progress in another process keeps its temporary through a save of
+ * the same target here, and then completes. */
+static void test_live_save_survives_a_sweep(void **state)
+{
+    (void)state;
+    bp_dict *d = small_state();
+    char p[512];
+    in_dir(p, sizeof p, "live.npz");
+    int to_parent[2], to_child[2];
+    assert_int_equal(pipe(to_parent), 0);
+    assert_int_equal(pipe(to_child), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(20); /* should the parent fail before its go-ahead */
+        g_notify = to_parent[1];
+        g_wait = to_child[0];
+        bp__ckpt_io_hooks.write = paused_write;
+        _exit(bp_checkpoint_write(p, d) == BP_OK ? 0 : 1);
+    }
+    char c;
+    assert_int_equal(read(to_parent[0], &c, 1), 1);
+    BP_OK_OR_FAIL(bp_checkpoint_write(p, d));
+    int temps = 0;
+    DIR *dir = opendir(g_dir);
+    struct dirent *e;
+    while ((e = readdir(dir))) temps += strncmp(e->d_name, "live.npz.tmp.", 13) == 0;
+    closedir(dir);
+    assert_int_equal(temps, 1);
+    assert_int_equal(write(to_child[1], &c, 1), 1);
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    for (int i = 0; i < 2; i++) {
+        close(to_parent[i]);
+        close(to_child[i]);
+    }
+    bp_dict_free(d);
+}
+
+/* The next save of a target removes the temporaries of its crashed saves, and
+ * keeps: a save in progress (its temporary locked), files of other names or
+ * other targets, a directory or a link with a temporary's name (and what the
+ * link points to). */
+static void test_stale_temporaries_removed(void **state)
+{
+    (void)state;
+    bp_dict *d = small_state();
+    char p[512], q[512];
+    in_dir(p, sizeof p, "m.safetensors");
+    DIR *dir;
+    struct dirent *e;
+    /* each crashed save also sweeps the one before: one temporary at a time */
+    for (int i = 0; i < 3; i++) {
+        crash_during_save(p, d);
+        int crashed = 0;
+        dir = opendir(g_dir);
+        while ((e = readdir(dir))) crashed += strncmp(e->d_name, "m.safetensors.tmp.", 18) == 0;
+        closedir(dir);
+        assert_int_equal(crashed, 1);
+    }
+    touch("m.safetensors.tmp.999999.0"); /* a crash before the first write */
+    touch("m.safetensors.tmp.1.0");
+    static const char *const keep[] = {
+        "m.safetensors.tmp.keep", "m.safetensors.tmp.12",    "m.safetensors.tmp.1.2.3", "m.safetensors.tmp.1.x",
+        "m.safetensors.tmp..1",   "m.safetensors.tmp.1.",    "other.safetensors.tmp.5.0", "xm.safetensors.tmp.5.0",
+        "m.safetensors.bak.5.0",  "m.safetensors.tmp.5.0~",  "victim",
+    };
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) touch(keep[i]);
+    assert_int_equal(mkdir(in_dir(q, sizeof q, "m.safetensors.tmp.6.0"), 0700), 0);
+    assert_int_equal(symlink("victim", in_dir(q, sizeof q, "m.safetensors.tmp.8.0")), 0);
+    /* a save in progress elsewhere: its temporary is locked */
+    touch("m.safetensors.tmp.9.0");
+    int live = open(in_dir(q, sizeof q, "m.safetensors.tmp.9.0"), O_RDONLY);
+    assert_true(live >= 0);
+    assert_int_equal(flock(live, LOCK_EX), 0);
+
+    BP_OK_OR_FAIL(bp_checkpoint_write(p, d));
+    int left = 0;
+    dir = opendir(g_dir);
+    while ((e = readdir(dir))) left += e->d_name[0] != '.';
+    closedir(dir);
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+        if (!exists(keep[i])) fail_msg("the save removed \"%s\"", keep[i]);
+    assert_true(exists("m.safetensors.tmp.6.0") && exists("m.safetensors.tmp.8.0") && exists("m.safetensors.tmp.9.0"));
+    assert_false(exists("m.safetensors.tmp.999999.0") || exists("m.safetensors.tmp.1.0"));
+    /* what is left: the target, the kept names, the directory, the link, the live one */
+    assert_int_equal(left, 1 + (int)(sizeof keep / sizeof keep[0]) + 3);
+    bp_dict *got;
+    BP_OK_OR_FAIL(bp_checkpoint_read(p, &got));
+    expect_same(got, d, true);
+    bp_dict_free(got);
+    /* once its save is over (the lock gone), the next save removes it */
+    close(live);
+    BP_OK_OR_FAIL(bp_checkpoint_write(p, d));
+    assert_false(exists("m.safetensors.tmp.9.0"));
+    /* a relative target name sweeps the current directory */
+    char cwd[512];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(g_dir), 0);
+    crash_during_save("r.json", d);
+    BP_OK_OR_FAIL(bp_checkpoint_write("r.json", d));
+    dir = opendir(".");
+    while ((e = readdir(dir)))
+        if (strncmp(e->d_name, "r.json.tmp.", 11) == 0) fail_msg("left %s", e->d_name);
+    closedir(dir);
+    assert_int_equal(chdir(cwd), 0);
+    bp_dict_free(d);
 }
 
 /* ====================================== item 6: JSON digits are checked */
@@ -266,6 +436,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_not_regular_files, reset_each),
+        cmocka_unit_test_setup(test_stale_temporaries_removed, reset_each),
+        cmocka_unit_test_setup(test_live_save_survives_a_sweep, reset_each),
         cmocka_unit_test_setup(test_json_every_digit_mutant_rejected, reset_each),
         cmocka_unit_test_setup(test_safetensors_crc_cannot_be_edited_off, reset_each),
         cmocka_unit_test_setup(test_json_version_reported_as_seen, reset_each),

@@ -35,6 +35,13 @@
  * same directory, fsync'ed, renamed over the old file, and the directory is
  * fsync'ed. Any failure (short write, full disk, a crash at any point) leaves
  * the previous file intact; a crash may leave the temporary file behind.
+ * The temporary is flock'ed until the save ends, and a crash drops the lock,
+ * so each save first removes the stale temporaries of the same target: files
+ * in its directory named exactly "<filename>.tmp.<digits>.<digits>", regular
+ * files (not links), that no save holds locked. Saves in progress, in this
+ * process or another, are never touched; nor is any other file (other names,
+ * other targets). Do not name files of your own that way. On a filesystem
+ * without flock (ENOLCK) nothing is removed.
  *
  * Loads validate the whole file (structure, dtypes, shapes, offsets, duplicate
  * keys, checksums) and every key, shape and dtype against the model before the
