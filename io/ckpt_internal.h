@@ -53,6 +53,20 @@ bp_status bp__sink_printf(bp__sink *s, const char *fmt, ...)
 /* Hands buffered bytes to the file (no-op for memory sinks). */
 bp_status bp__sink_flush(bp__sink *s);
 
+/* What a read keeps, decided for each entry from its key, dtype and shape as
+ * the file declares them, before any of its data is allocated: the bound on a
+ * hostile file's memory (an npz member may inflate 1032 times). */
+typedef struct bp__ckpt_filter bp__ckpt_filter;
+struct bp__ckpt_filter {
+    /* NULL: keep every entry. Else BP_OK with *skip false (keep it) or true
+     * (read and check it, checksums included, but keep nothing), or an error
+     * (the read stops). */
+    bp_status (*admit)(bp__ckpt_filter *f, const char *who, const char *key, bp_dtype dt, int ndim,
+                       const int64_t *shape, bool *skip);
+    uint64_t max_bytes; /* tensor bytes the kept entries may hold in all */
+    uint64_t kept;      /* ... held so far */
+};
+
 /* Where a reader's bytes come from: memory (mem != NULL) or an open regular
  * file (fd, path). size is the whole length. */
 typedef struct bp__source {
@@ -60,12 +74,19 @@ typedef struct bp__source {
     int fd;
     const char *path;
     uint64_t size;
-    const char *who;    /* e.g. load_states "ck.npz" */
+    const char *who;          /* e.g. load_states "ck.npz" */
+    bp__ckpt_filter *filter;  /* NULL: keep everything */
 } bp__source;
 
 /* Reads exactly n bytes at offset off; BP_EFORMAT (truncated) past the end,
  * BP_EIO if the file cannot be read. */
 bp_status bp__source_read(const bp__source *s, uint64_t off, void *dst, size_t n);
+
+/* Asks src's filter about an entry before its tensor is allocated: *skip as
+ * the filter says; a kept entry is counted against max_bytes (BP_EFORMAT past
+ * it). The readers call it once per entry, in file order. */
+bp_status bp__source_admit(const bp__source *src, const char *key, bp_dtype dt, int ndim, const int64_t *shape,
+                           bool *skip);
 
 /* The formats. Writers get a dict already checked by bp__ckpt_check_dict. */
 bp_status bp__st_write(bp__sink *s, const bp_dict *flat);

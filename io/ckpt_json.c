@@ -194,8 +194,12 @@ static bp_status fill(const char *who, const char *key, const json_t *data, bp_t
     return BP_OK;
 }
 
-static bp_status parse_tensor(const char *who, const char *key, const json_t *v, bp_tensor **out)
+/* One entry into a new tensor *out; *skip is src's filter's word on it, asked
+ * before the tensor is allocated. (A skipped entry is still built, for the
+ * checksum: its size is that of the text's array, parsed already.) */
+static bp_status parse_tensor(const bp__source *src, const char *key, const json_t *v, bp_tensor **out, bool *skip)
 {
+    const char *who = src->who;
     *out = NULL;
     BP_TRY(bp__ckpt_check_key(who, "key", key, BP_EFORMAT));
     if (!json_is_object(v)) return bp_fail(BP_EFORMAT, "%s: \"%s\" must be a JSON object", who, key);
@@ -234,6 +238,7 @@ static bp_status parse_tensor(const char *who, const char *key, const json_t *v,
                        json_is_array(jdata) ? "lists" : "is not an array, size", json_array_size(jdata));
     }
     bp_tensor *t;
+    BP_TRY(bp__source_admit(src, key, dt, ndim, shape, skip));
     BP_TRY(bp_tensor_new(&t, dt, ndim, shape));
     bp_status st = fill(who, key, jdata, t);
     if (st) {
@@ -264,8 +269,9 @@ static const char *json_seen(char *buf, size_t cap, const json_t *v)
     return buf;
 }
 
-static bp_status parse_root(const char *who, const json_t *root, bp_dict **out)
+static bp_status parse_root(const bp__source *src, const json_t *root, bp_dict **out)
 {
+    const char *who = src->who;
     if (!json_is_object(root)) return bp_fail(BP_EFORMAT, "%s: the file must hold a JSON object", who);
     const char *fmt = json_string_value(json_object_get(root, "format"));
     if (!fmt || strcmp(fmt, "bpc") != 0)
@@ -303,18 +309,19 @@ static bp_status parse_root(const char *who, const json_t *root, bp_dict **out)
     BP_TRY(bp_dict_new(&d));
     const char *key;
     json_t *v;
+    uint32_t crc = 0;
     json_object_foreach((json_t *)ts, key, v) {
         bp_tensor *t;
-        bp_status st = parse_tensor(who, key, v, &t);
-        if (!st) st = bp_dict_set_tensor(d, key, t);
+        bool skip = false;
+        bp_status st = parse_tensor(src, key, v, &t, &skip);
+        if (!st && checked) crc = crc_entry(crc, key, t);
+        if (!st && !skip) st = bp_dict_set_tensor(d, key, t);
         bp_tensor_free(t);
         if (st) {
             bp_dict_free(d);
             return st;
         }
     }
-    uint32_t crc = 0;
-    for (size_t i = 0; checked && i < bp_dict_len(d); i++) crc = crc_entry(crc, bp_dict_key(d, i), bp_dict_tensor(d, i));
     if (checked && crc != crc_want) {
         bp_dict_free(d);
         return bp_fail(BP_EFORMAT, "%s: checksum mismatch: data_crc32 is %08" PRIx32 " in the file but the tensors "
@@ -346,7 +353,7 @@ bp_status bp__json_read(const bp__source *src, bp_dict **out)
     if (!root)
         return bp_fail(BP_EFORMAT, "%s: invalid JSON: %s (line %d, column %d)", who, jerr.text, jerr.line,
                        jerr.column);
-    bp_status st = parse_root(who, root, out);
+    bp_status st = parse_root(src, root, out);
     json_decref(root);
     return st;
 }

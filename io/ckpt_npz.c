@@ -378,8 +378,23 @@ static bp_status member_read(const char *who, const char *name, const npy_stream
     return BP_OK;
 }
 
-/* One NPY stream of `size` bytes into a new tensor *out (all its bytes are read). */
-static bp_status read_npy(const char *who, const char *name, const npy_stream *in, uint64_t size, bp_tensor **out)
+/* Reads and drops n bytes of a stream, through a small buffer. */
+static bp_status member_drain(const char *who, const char *name, const npy_stream *in, uint64_t n)
+{
+    unsigned char chunk[1 << 14];
+    for (uint64_t k; n > 0; n -= k) {
+        k = n < sizeof chunk ? n : sizeof chunk;
+        BP_TRY(member_read(who, name, in, chunk, k));
+    }
+    return BP_OK;
+}
+
+/* One NPY stream of `size` bytes into a new tensor *out (all its bytes are
+ * read). With src, its filter sees the entry `key` once the header is read and
+ * before the data is allocated: a skipped entry's data is read and dropped,
+ * and *out stays NULL. */
+static bp_status read_npy(const char *who, const char *name, const npy_stream *in, uint64_t size,
+                          const bp__source *src, const char *key, bp_tensor **out)
 {
     *out = NULL;
     unsigned char pre[12];
@@ -422,6 +437,12 @@ static bp_status read_npy(const char *who, const char *name, const npy_stream *i
                      who, name, bp_shape_str(sh, sizeof sh, h.ndim, h.shape), bp_dtype_name(h.dt), bytes,
                      size - start - hlen);
     }
+    bool skip = false;
+    if (!st && src) st = bp__source_admit(src, key, h.dt, h.ndim, h.shape, &skip);
+    if (!st && skip) {
+        free(text);
+        return member_drain(who, name, in, (uint64_t)bytes);
+    }
     if (!st) st = bp_tensor_new(&t, h.dt, h.ndim, h.shape);
     if (!st && h.fortran && h.ndim > 1) st = bp_tensor_new(&tmp, h.dt, h.ndim, h.shape);
     if (!st) st = member_read(who, name, in, tmp ? tmp->data : t->data, (uint64_t)bytes);
@@ -440,14 +461,15 @@ static bp_status read_npy(const char *who, const char *name, const npy_stream *i
 }
 
 /* One member into a new tensor *out. */
-static bp_status read_member(const char *who, zip_t *za, zip_uint64_t i, const char *name, uint64_t size,
-                             bp_tensor **out)
+static bp_status read_member(const bp__source *src, zip_t *za, zip_uint64_t i, const char *name, const char *key,
+                             uint64_t size, bp_tensor **out)
 {
     *out = NULL;
+    const char *who = src->who;
     zip_file_t *zf = zip_fopen_index(za, i, 0);
     if (!zf) return bp_fail(BP_EFORMAT, "%s: member \"%s\" cannot be opened: %s", who, name, zip_strerror(za));
     npy_stream in = {zf, NULL};
-    bp_status st = read_npy(who, name, &in, size, out);
+    bp_status st = read_npy(who, name, &in, size, src, key, out);
     /* Reading to the end makes libzip check the member's CRC-32. */
     unsigned char extra;
     zip_int64_t k = st ? 0 : zip_fread(zf, &extra, 1);
@@ -484,13 +506,14 @@ bp_status bp_npy_read(const char *path, bp_tensor **out)
         return bp_fail(BP_ENOMEM, "%s: cannot open a stream: %s", who, strerror(errno));
     }
     npy_stream in = {NULL, fp};
-    bp_status st = read_npy("npy_read", path, &in, (uint64_t)sb.st_size, out);
+    bp_status st = read_npy("npy_read", path, &in, (uint64_t)sb.st_size, NULL, NULL, out);
     fclose(fp);
     return st;
 }
 
-static bp_status read_archive(const char *who, zip_t *za, bp_dict **out)
+static bp_status read_archive(const bp__source *src, zip_t *za, bp_dict **out)
 {
+    const char *who = src->who;
     bp_dict *d;
     BP_TRY(bp_dict_new(&d));
     bp_status st = BP_OK;
@@ -544,8 +567,8 @@ static bp_status read_archive(const char *who, zip_t *za, bp_dict **out)
                          who, name, (int)zs.comp_method);
         }
         bp_tensor *t = NULL;
-        if (!st) st = read_member(who, za, (zip_uint64_t)i, name, zs.size, &t);
-        if (!st) st = bp_dict_set_tensor(d, key, t);
+        if (!st) st = read_member(src, za, (zip_uint64_t)i, name, key, zs.size, &t);
+        if (!st && t) st = bp_dict_set_tensor(d, key, t);
         bp_tensor_free(t);
     }
     if (st) {
@@ -597,7 +620,7 @@ bp_status bp__npz_read(const bp__source *src, bp_dict **out)
         return st;
     }
     zip_error_fini(&ze);
-    bp_status st = read_archive(src->who, za, out);
+    bp_status st = read_archive(src, za, out);
     zip_discard(za);
     return st;
 }

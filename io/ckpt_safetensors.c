@@ -113,6 +113,7 @@ typedef struct st_entry {
     int ndim;
     int64_t shape[BP_MAX_DIMS];
     uint64_t begin, end;
+    bool skip;      /* read for the checksum, not kept (the filter's word) */
     bp_tensor *t;
 } st_entry;
 
@@ -283,10 +284,23 @@ bp_status bp__st_read(const bp__source *src, bp_dict **out)
     if (!st && at != data_size)
         st = bp_fail(BP_EFORMAT, "%s: bytes [%" PRIu64 ", %" PRIu64 ") of the data section belong to no tensor", who,
                      at, data_size);
-    /* Read in file order so the checksum runs over the data section as stored. */
+    /* Every entry past the filter (header order) before any data is allocated. */
+    for (size_t i = 0; !st && i < n; i++)
+        st = bp__source_admit(src, ents[i].key, ents[i].dt, ents[i].ndim, ents[i].shape, &ents[i].skip);
+    /* Read in file order so the checksum runs over the data section as stored;
+     * skipped entries pass through a small buffer. */
     uint32_t crc = 0;
+    unsigned char chunk[1 << 14];
     for (size_t i = 0; !st && i < n; i++) {
         st_entry *e = order[i];
+        if (e->skip) {
+            for (uint64_t pos = e->begin; !st && pos < e->end; pos += sizeof chunk) {
+                size_t k = e->end - pos < sizeof chunk ? (size_t)(e->end - pos) : sizeof chunk;
+                st = bp__source_read(src, data_start + pos, chunk, k);
+                if (!st) crc = bp__crc32(crc, chunk, k);
+            }
+            continue;
+        }
         st = bp_tensor_new(&e->t, e->dt, e->ndim, e->shape);
         size_t bytes = e->t ? bp_tensor_nbytes(e->t) : 0;
         if (!st) st = bp__source_read(src, data_start + e->begin, e->t->data, bytes);
@@ -297,7 +311,8 @@ bp_status bp__st_read(const bp__source *src, bp_dict **out)
                                  "gives %08" PRIx32 " (the file is corrupt)", who, crc_want, crc);
     bp_dict *d = NULL;
     if (!st) st = bp_dict_new(&d);
-    for (size_t i = 0; !st && i < n; i++) st = bp_dict_set_tensor(d, ents[i].key, ents[i].t);
+    for (size_t i = 0; !st && i < n; i++)
+        if (!ents[i].skip) st = bp_dict_set_tensor(d, ents[i].key, ents[i].t);
     for (size_t i = 0; i < n; i++) bp_tensor_free(ents[i].t);
     free(ents);
     free(order);

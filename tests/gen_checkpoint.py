@@ -19,6 +19,7 @@ Writes (all small):
   tests/data/ckpt_python_v1.json           REF as a version 1 JSON file (no checksum)
   tests/data/ckpt_bad_<defect>.npz         one defect each (see BAD_NPZ), for the
                                            error tests
+  tests/data/ckpt_bomb.npz                 ~260 KB claiming a 256 MiB member (write_bomb)
   io/fuzz/corpus/<format>/seed_*        the files above, as fuzz seeds
 
 The C test rebuilds REF from the same formulas (ref_state() in
@@ -187,6 +188,24 @@ def bad_npz():
     }
 
 
+BOMB_ELEMS = 1 << 26   # float32: 256 MiB
+
+
+def write_bomb(path):
+    """A small npz (~260 KB) whose deflate member "M.w.npy" inflates to a float32 array of
+    BOMB_ELEMS zeros (256 MiB): what a loader must refuse without allocating it."""
+    import zipfile
+    hdr = npy_raw("{'descr': '<f4', 'fortran_order': False, 'shape': (%d,), }" % BOMB_ELEMS, b"")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        zi = zipfile.ZipInfo("M.w.npy", date_time=(1980, 1, 1, 0, 0, 0))
+        zi.compress_type = zipfile.ZIP_DEFLATED
+        with z.open(zi, "w") as f:
+            f.write(hdr)
+            chunk = bytes(1 << 20)
+            for _ in range(BOMB_ELEMS * 4 // len(chunk)):
+                f.write(chunk)
+
+
 def write(path, blob):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
@@ -210,6 +229,7 @@ def main():
     write(os.path.join(DATA, "ckpt_python_bpc.safetensors"), safetensors_bytes(ref, True))
     write(os.path.join(DATA, "ckpt_python.json"), json_bytes(ref))
     write(os.path.join(DATA, "ckpt_python_v1.json"), json_bytes(ref, version=1))
+    write_bomb(os.path.join(DATA, "ckpt_bomb.npz"))
     for name, blob in bad_npz().items():
         write(os.path.join(DATA, "ckpt_bad_%s.npz" % name), blob)
 

@@ -1,6 +1,9 @@
 /* tests/test_checkpoint_hostile.c — checkpoints against hostile files and
  * crashed saves (issue 16, items 4 to 7 and 9).
  *
+ * - A small npz whose member claims 256 MiB is refused from the member's
+ *   header, before it is inflated (the peak memory is measured), by every
+ *   model-aware load and by a capped read.
  * - Files that are not regular files (a FIFO, a directory, a device) are a
  *   clear BP_EIO for every format, on reads and on writes, and never block.
  * - Stale temporaries of crashed saves are removed by the next save of the same
@@ -27,6 +30,22 @@
 
 static const bp_ckpt_format all_formats[] = {BP_CKPT_SAFETENSORS, BP_CKPT_NPZ, BP_CKPT_JSON};
 static const char *const ext_of[] = {"", ".safetensors", ".npz", ".json"};
+
+/* A whole file in a malloc'ed buffer. */
+static unsigned char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)n + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
 
 /* ------------------------------------------------------------ temp folder */
 
@@ -74,6 +93,193 @@ static int reset_each(void **state)
     clear_dir();
     alarm(0);
     return 0;
+}
+
+/* ========================================== item 4: memory bound of a load */
+
+/* Peak resident memory since the last reset_peak(), in KiB (Linux: VmHWM,
+ * reset through /proc/self/clear_refs). -1 where it cannot be measured. */
+static void reset_peak(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return;
+    fputs("5", f);
+    fclose(f);
+}
+
+static long peak_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kib = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+    fclose(f);
+    return kib;
+}
+
+static long g_peak_before;
+#define PEAK_START() (reset_peak(), g_peak_before = peak_kib())
+/* The peak grew by less than 32 MiB (the file's member claims 256 MiB). */
+#define PEAK_SMALL()                                                                                      \
+    do {                                                                                                  \
+        long grew_ = peak_kib() - g_peak_before;                                                          \
+        print_message("line %d: the peak memory grew by %ld KiB\n", __LINE__, grew_);                    \
+        if (g_peak_before >= 0 && grew_ > 32 * 1024) fail_msg("the peak memory grew by %ld KiB", grew_); \
+    } while (0)
+
+static const bp_node_class model_class = {.name = "Model", .size = sizeof(bp_node)};
+
+/* A node named name with one float32 var "w" of shape (2,). */
+static bp_node *make_model(const char *name)
+{
+    bp_node *n;
+    BP_OK_OR_FAIL(bp_node_create(&n, &model_class, name, NULL));
+    bp_tensor *w;
+    BP_OK_OR_FAIL(bp_tensor_from_data(&w, BP_FLOAT32, 1, (const int64_t[]){2}, (const float[]){5, 6}));
+    BP_OK_OR_FAIL(bp_node_add_var(n, "w", BP_TRAINVAR, w, NULL));
+    bp_tensor_free(w);
+    return n;
+}
+
+static void expect_w(bp_node *n, float a, float b)
+{
+    const float *w = bp_node_var(n, "w")->value->data;
+    assert_true(w[0] == a && w[1] == b);
+}
+
+/* tests/data/ckpt_bomb.npz: 261 KB, one deflate member "M.w.npy" that claims
+ * float32 (67108864,), 256 MiB. Every model-aware load, and a capped read,
+ * refuses it from the member's header, before inflating the data: the peak
+ * memory grows by far less than the claim. */
+static void test_npz_bomb_refused_before_inflating(void **state)
+{
+    (void)state;
+    char p[512];
+    snprintf(p, sizeof p, "%s/ckpt_bomb.npz", BP_TEST_DATA_DIR);
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    assert_true(sb.st_size < 300 * 1000);
+
+    /* the model has M.w, of another shape */
+    bp_node *m = make_model("M");
+    PEAK_START();
+    BP_EXPECT_ERR(bp_load_states(m, p, NULL, NULL, NULL, NULL), BP_ESHAPE,
+                  "\"M.w\" has shape (2,) in the model but (67108864,) in the checkpoint");
+    PEAK_SMALL();
+    expect_w(m, 5, 6);
+    bp_node_free(m);
+
+    /* the model lacks M.w: unexpected, read for its CRC through a small buffer */
+    bp_node *n = make_model("N");
+    PEAK_START();
+    BP_EXPECT_ERR(bp_load_states(n, p, NULL, NULL, NULL, NULL), BP_EFORMAT,
+                  "1 unexpected keys ['M.w'], 1 missing keys ['N.w']");
+    PEAK_SMALL();
+    bp_load_opts lax = bp_load_defaults();
+    lax.strict = false;
+    lax.warn = false;
+    bp_load_result r;
+    PEAK_START();
+    BP_OK_OR_FAIL(bp_load_states(n, p, NULL, &lax, &r, NULL));
+    PEAK_SMALL();
+    assert_int_equal(r.n_unexpected, 1);
+    assert_string_equal(r.unexpected_keys[0], "M.w");
+    assert_int_equal(r.n_missing, 1);
+    bp_load_result_clear(&r);
+    expect_w(n, 5, 6);
+
+    /* outside every group's prefix: the caller's entry, bounded by max_other_bytes */
+    bp_collector *vars;
+    BP_OK_OR_FAIL(bp_node_vars(n, NULL, &vars));
+    bp_ckpt_vars g = {"model/", vars};
+    bp_dict *rest = (bp_dict *)1;
+    PEAK_START();
+    BP_EXPECT_ERR(bp_checkpoint_load_file(p, &g, 1, &lax, NULL, &rest), BP_EFORMAT,
+                  "\"M.w\" (float32 (67108864,), 268435456 bytes) is no variable of the model, and such entries may "
+                  "hold 67108864 bytes in all (bp_load_opts.max_other_bytes; 0 taken)");
+    PEAK_SMALL();
+    assert_null(rest);
+    bp_collector_free(vars);
+    bp_node_free(n);
+
+    /* no model: an explicit cap */
+    bp_dict *got = (bp_dict *)1;
+    PEAK_START();
+    BP_EXPECT_ERR(bp_checkpoint_read_capped(p, 1 << 20, &got), BP_EFORMAT,
+                  "\"M.w\" (float32 (67108864,)) needs 268435456 bytes, past the limit of this read (1048576 bytes, 0 "
+                  "taken)");
+    PEAK_SMALL();
+    assert_null(got);
+    size_t len;
+    unsigned char *b = slurp(p, &len);
+    PEAK_START();
+    BP_EXPECT_ERR(bp_checkpoint_decode_capped(BP_CKPT_NPZ, b, len, 1 << 20, &got), BP_EFORMAT, "past the limit");
+    PEAK_SMALL();
+    free(b);
+}
+
+/* The same bounds hold for every format: a model-aware load keeps only the
+ * model's entries and what max_other_bytes allows, and a capped read counts
+ * every kept byte. */
+static void test_filtered_loads_every_format(void **state)
+{
+    (void)state;
+    for (size_t f = 0; f < 3; f++) {
+        char p[512], name[32];
+        snprintf(name, sizeof name, "ck%s", ext_of[all_formats[f]]);
+        in_dir(p, sizeof p, name);
+        bp_dict *flat;
+        BP_OK_OR_FAIL(bp_dict_new(&flat));
+        put(flat, "model/M.w", BP_FLOAT32, 1, (const int64_t[]){2}, (const float[]){1, 2});
+        put(flat, "model/extra", BP_FLOAT32, 1, (const int64_t[]){3}, (const float[]){7, 8, 9});
+        float big[64] = {0};
+        put(flat, "meta/big", BP_FLOAT32, 1, (const int64_t[]){64}, big);
+        int64_t epoch = 4;
+        put(flat, "meta/epoch", BP_INT64, 0, NULL, &epoch);
+        BP_OK_OR_FAIL(bp_checkpoint_write(p, flat));
+        bp_dict_free(flat);
+
+        bp_node *m = make_model("M");
+        bp_collector *vars;
+        BP_OK_OR_FAIL(bp_node_vars(m, NULL, &vars));
+        bp_ckpt_vars g = {"model/", vars};
+        bp_load_opts o = bp_load_defaults();
+        o.strict = false;
+        o.warn = false;
+        o.max_other_bytes = 64 * 4 + 8;
+        bp_load_result r;
+        bp_dict *rest;
+        BP_OK_OR_FAIL(bp_checkpoint_load_file(p, &g, 1, &o, &r, &rest));
+        expect_w(m, 1, 2);
+        assert_int_equal(r.n_unexpected, 1);
+        assert_string_equal(r.unexpected_keys[0], "model/extra");
+        bp_load_result_clear(&r);
+        assert_int_equal(bp_dict_len(rest), 2);
+        assert_string_equal(bp_dict_key(rest, 0), "meta/big");
+        assert_true(bp_tensor_get(bp_dict_get_tensor(rest, "meta/epoch"), 0) == 4.0);
+        bp_dict_free(rest);
+        /* one byte less for the caller's entries */
+        o.max_other_bytes -= 1;
+        BP_EXPECT_ERR(bp_checkpoint_load_file(p, &g, 1, &o, NULL, NULL), BP_EFORMAT,
+                      "\"meta/epoch\" (int64 (), 8 bytes) is no variable of the model");
+        o.strict = true;
+        BP_EXPECT_ERR(bp_checkpoint_load_file(p, &g, 1, NULL, NULL, NULL), BP_EFORMAT,
+                      "1 unexpected keys ['model/extra'], 0 missing keys []");
+        bp_collector_free(vars);
+        bp_node_free(m);
+
+        /* capped reads: the whole dict needs 8 + 12 + 256 + 8 bytes */
+        BP_OK_OR_FAIL(bp_checkpoint_read_capped(p, 284, &flat));
+        assert_int_equal(bp_dict_len(flat), 4);
+        bp_dict_free(flat);
+        flat = (bp_dict *)1;
+        BP_EXPECT_ERR(bp_checkpoint_read_capped(p, 283, &flat), BP_EFORMAT,
+                      "\"meta/epoch\" (int64 ()) needs 8 bytes, past the limit of this read (283 bytes, 276 taken)");
+        assert_null(flat);
+        clear_dir();
+    }
 }
 
 /* =============================================== item 5: not regular files */
@@ -435,6 +641,8 @@ static void test_json_version_reported_as_seen(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_npz_bomb_refused_before_inflating, reset_each),
+        cmocka_unit_test_setup(test_filtered_loads_every_format, reset_each),
         cmocka_unit_test_setup(test_not_regular_files, reset_each),
         cmocka_unit_test_setup(test_stale_temporaries_removed, reset_each),
         cmocka_unit_test_setup(test_live_save_survives_a_sweep, reset_each),

@@ -67,6 +67,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <bpc/state.h>
 #include <bpc/random.h>
 
@@ -101,12 +102,26 @@ const char *bp_checkpoint_format_name(bp_ckpt_format fmt);
  * atomically to filename, in the extension's format. */
 bp_status bp_checkpoint_write(const char *filename, const bp_dict *flat);
 /* Reads and validates a whole checkpoint into a new flat dict *out (in the
- * file's order; free with bp_dict_free). *out is NULL on failure. */
+ * file's order; free with bp_dict_free). *out is NULL on failure. Memory: the
+ * tensors' bytes are bounded by the file itself, about its size for
+ * safetensors and stored npz members, and up to 1032 times a deflate npz
+ * member's compressed size (deflate's largest ratio; a 1 MB file may claim
+ * 1 GB) — for files you do not trust, use bp_checkpoint_read_capped, or load
+ * into a model with bp_load_states / bp_checkpoint_load_file, which take only
+ * what the model can hold. */
 bp_status bp_checkpoint_read(const char *filename, bp_dict **out);
+/* As bp_checkpoint_read, allocating at most max_bytes of tensor data in all:
+ * each entry is checked against what is left from its declared dtype and
+ * shape before any of its data is allocated or inflated (BP_EFORMAT "...
+ * past the limit of this read" beyond). */
+bp_status bp_checkpoint_read_capped(const char *filename, uint64_t max_bytes, bp_dict **out);
 /* As bp_checkpoint_write, into a malloc'ed buffer (*buf, *len; free() it). */
 bp_status bp_checkpoint_encode(bp_ckpt_format fmt, const bp_dict *flat, void **buf, size_t *len);
 /* As bp_checkpoint_read, from len bytes at buf (never read past len). */
 bp_status bp_checkpoint_decode(bp_ckpt_format fmt, const void *buf, size_t len, bp_dict **out);
+/* As bp_checkpoint_decode with bp_checkpoint_read_capped's max_bytes. */
+bp_status bp_checkpoint_decode_capped(bp_ckpt_format fmt, const void *buf, size_t len, uint64_t max_bytes,
+                                      bp_dict **out);
 
 /* ------------------------------------- building blocks of training checkpoints */
 
@@ -128,9 +143,15 @@ typedef struct bp_load_opts {
     bool warn;     /* not strict: load the intersection and warn as
                     * load_state_dict(warn=True): "Unexpected keys in state_dict:
                     * [...]", then "Missing keys in state_dict: [...]" */
+    uint64_t max_other_bytes; /* loads from a file: the most tensor bytes that
+                    * entries other than the model's variables (metadata) may
+                    * hold; 0 = BP_CKPT_MAX_OTHER_BYTES */
 } bp_load_opts;
 
-/* strict = true, warn = true. */
+/* The default bp_load_opts.max_other_bytes: 64 MiB. */
+#define BP_CKPT_MAX_OTHER_BYTES ((uint64_t)64 << 20)
+
+/* strict = true, warn = true, max_other_bytes = BP_CKPT_MAX_OTHER_BYTES. */
 bp_load_opts bp_load_defaults(void);
 
 /* Loads the groups' variables from flat, all or nothing. For each group, the
@@ -143,6 +164,18 @@ bp_load_opts bp_load_defaults(void);
  * bp_load_result_clear. */
 bp_status bp_checkpoint_load_vars(const bp_dict *flat, const bp_ckpt_vars *groups, size_t n_groups,
                                   const bp_load_opts *opts, bp_load_result *result);
+
+/* Reads filename and loads the groups' variables from it (as
+ * bp_checkpoint_read, then bp_checkpoint_load_vars), reading only what the
+ * groups can take: an entry under a group's prefix is checked against the
+ * variable it names (BP_ESHAPE, BP_EDTYPE) before its data is allocated or
+ * inflated; one that names no variable is read for its checksum but not kept
+ * (it is unexpected); entries outside every prefix (e.g. "meta/", "rng/") go
+ * to a new dict *rest (may be NULL to drop them; free with bp_dict_free), at
+ * most opts->max_other_bytes in all. So the memory is the model's size plus
+ * that bound, whatever the file claims. All or nothing; *rest NULL on error. */
+bp_status bp_checkpoint_load_file(const char *filename, const bp_ckpt_vars *groups, size_t n_groups,
+                                  const bp_load_opts *opts, bp_load_result *result, bp_dict **rest);
 
 /* Moves the entries of flat whose key starts with prefix (non-empty) into a
  * new dict *out, keyed without the prefix, and removes them from flat. */
@@ -167,7 +200,9 @@ bp_status bp_save_states(bp_node *node, const char *filename, const bp_collector
  * node's vars().unique()) with bp_checkpoint_load_vars (opts NULL: strict).
  * The "meta/" entries go, without the prefix, to a new dict *metadata (may be
  * NULL to drop them; free with bp_dict_free). On any error nothing is loaded
- * and *metadata is NULL. */
+ * and *metadata is NULL. Reads as bp_checkpoint_load_file does: names,
+ * shapes and dtypes are checked against vars before any data is allocated,
+ * and the "meta/" entries may hold opts->max_other_bytes. */
 bp_status bp_load_states(bp_node *node, const char *filename, const bp_collector *vars,
                          const bp_load_opts *opts, bp_load_result *result, bp_dict **metadata);
 
