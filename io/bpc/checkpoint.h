@@ -47,6 +47,14 @@
  * keys, checksums) and every key, shape and dtype against the model before the
  * first value is written: on any error the model is unchanged.
  *
+ * Memory: a load into a model (bp_load_states, bp_checkpoint_load_file) checks
+ * each entry's key, dtype and shape, as the file declares them, before its
+ * data is allocated or inflated, and keeps only the model's variables plus at
+ * most bp_load_opts.max_other_bytes of other entries: whatever a file claims,
+ * it takes about the model's size. A read without a model takes what the file
+ * holds (bp_checkpoint_read says how much that can be) unless capped with
+ * bp_checkpoint_read_capped.
+ *
  * Keys: 1 to BP_CKPT_MAX_KEY printable ASCII characters (0x20..0x7e); the
  * safetensors name "__metadata__" is reserved. Variable keys never contain
  * '/' (node names are identifiers), so prefixes ending in '/' ("meta/",
@@ -59,9 +67,9 @@
  *
  * Errors: BP_EINVAL (bad arguments, unsupported extension), BP_EIO (a file
  * that cannot be opened, read, written, synced or renamed, or is not a
- * regular file), BP_EFORMAT (a
- * corrupt or truncated file, or one of another model), BP_ESHAPE / BP_EDTYPE
- * (a variable whose shape or dtype differs), BP_ENOMEM. Messages name the file. */
+ * regular file), BP_EFORMAT (a corrupt or truncated file, one of another
+ * model, or one past a read's memory bound), BP_ESHAPE / BP_EDTYPE (a
+ * variable whose shape or dtype differs), BP_ENOMEM. Messages name the file. */
 #ifndef BPC_CHECKPOINT_H
 #define BPC_CHECKPOINT_H
 
