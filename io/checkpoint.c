@@ -1,4 +1,4 @@
-/* core/checkpoint.c — save_states / load_states: formats by extension, atomic
+/* io/checkpoint.c — save_states / load_states: formats by extension, atomic
  * saves, all-or-nothing loads of variables from a flat dict.
  *
  * Checkpoint code sees only variables and dicts: a training checkpoint is
@@ -8,14 +8,23 @@
  * An atomic save: open "<file>.tmp.<pid>.<n>" (O_EXCL), write, fsync, close,
  * rename over <file>, fsync the directory. Until the rename the old file is
  * untouched; the rename is atomic, so a reader (or a crash) sees either the
- * whole old file or the whole new one. */
+ * whole old file or the whole new one.
+ *
+ * The temporary file is flock'ed for the whole save. A crash (kill -9
+ * included) drops the lock with the process, so the next save of the same
+ * target can tell a crashed save's temporary (unlocked) from one being
+ * written (locked, by this or another process) and removes only the former. */
+#define _DEFAULT_SOURCE /* flock */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -38,6 +47,17 @@ void bp__ckpt_io_reset(void)
 
 /* -------------------------------------------------------------- utilities */
 
+bp_status bp__not_regular(const char *who, mode_t mode)
+{
+    const char *kind = S_ISDIR(mode)    ? "a directory"
+                       : S_ISFIFO(mode) ? "a FIFO"
+                       : S_ISCHR(mode)  ? "a character device"
+                       : S_ISBLK(mode)  ? "a block device"
+                       : S_ISSOCK(mode) ? "a socket"
+                                        : "of an unknown kind";
+    return bp_fail(BP_EIO, "%s: not a regular file (it is %s); checkpoints are regular files", who, kind);
+}
+
 uint32_t bp__crc32(uint32_t crc, const void *p, size_t n)
 {
     const unsigned char *b = p;
@@ -49,6 +69,21 @@ uint32_t bp__crc32(uint32_t crc, const void *p, size_t n)
         n -= k;
     }
     return crc;
+}
+
+bool bp__crc_from_hex(const char *hex, uint32_t *out)
+{
+    uint32_t c = 0;
+    size_t i = 0;
+    for (; hex[i] && i < 8; i++) {
+        char h = hex[i];
+        int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : -1;
+        if (d < 0) return false;
+        c = c << 4 | (uint32_t)d;
+    }
+    if (i != 8 || hex[8]) return false;
+    *out = c;
+    return true;
 }
 
 bp_status bp__ckpt_check_key(const char *who, const char *what, const char *key, bp_status st)
@@ -218,6 +253,30 @@ bp_status bp__source_read(const bp__source *s, uint64_t off, void *dst, size_t n
     return BP_OK;
 }
 
+bp_status bp__source_admit(const bp__source *src, const char *key, bp_dtype dt, int ndim, const int64_t *shape,
+                           bool *skip)
+{
+    *skip = false;
+    bp__ckpt_filter *f = src->filter;
+    if (!f) return BP_OK;
+    if (f->admit) BP_TRY(f->admit(f, src->who, key, dt, ndim, shape, skip));
+    if (*skip) return BP_OK;
+    int64_t numel = 1, bytes = 0;
+    for (int d = 0; d < ndim; d++)
+        if (!bp__mul_ok(numel, shape[d], &numel)) numel = INT64_MAX;
+    if (!bp__mul_ok(numel, (int64_t)bp_dtype_size(dt), &bytes)) bytes = INT64_MAX;
+    if ((uint64_t)bytes > f->max_bytes - f->kept) {
+        char sh[96];
+        return bp_fail(BP_EFORMAT,
+                       "%s: \"%s\" (%s %s) needs %" PRId64 " bytes, past the limit of this read (%" PRIu64
+                       " bytes, %" PRIu64 " taken)",
+                       src->who, key, bp_dtype_name(dt), bp_shape_str(sh, sizeof sh, ndim, shape), bytes,
+                       f->max_bytes, f->kept);
+    }
+    f->kept += (uint64_t)bytes;
+    return BP_OK;
+}
+
 /* -------------------------------------------------------- encode / decode */
 
 static bp_status encode_to(bp_ckpt_format fmt, bp__sink *s, const bp_dict *flat)
@@ -264,15 +323,22 @@ bp_status bp_checkpoint_encode(bp_ckpt_format fmt, const bp_dict *flat, void **b
     return BP_OK;
 }
 
-bp_status bp_checkpoint_decode(bp_ckpt_format fmt, const void *buf, size_t len, bp_dict **out)
+bp_status bp_checkpoint_decode_capped(bp_ckpt_format fmt, const void *buf, size_t len, uint64_t max_bytes,
+                                      bp_dict **out)
 {
     const char *who = "checkpoint_decode";
     if (!out) return bp_fail(BP_EINVAL, "%s: out is NULL", who);
     *out = NULL;
     if (!buf && len) return bp_fail(BP_EINVAL, "%s: buf is NULL with len %zu", who, len);
     static const unsigned char empty[1];
-    bp__source src = {.mem = buf ? buf : empty, .fd = -1, .size = len, .who = who};
+    bp__ckpt_filter cap = {.max_bytes = max_bytes};
+    bp__source src = {.mem = buf ? buf : empty, .fd = -1, .size = len, .who = who, .filter = &cap};
     return decode_from(fmt, &src, out);
+}
+
+bp_status bp_checkpoint_decode(bp_ckpt_format fmt, const void *buf, size_t len, bp_dict **out)
+{
+    return bp_checkpoint_decode_capped(fmt, buf, len, UINT64_MAX, out);
 }
 
 /* -------------------------------------------------------------- file I/O */
@@ -300,17 +366,85 @@ static int sync_dir(const char *path)
     return rc;
 }
 
+/* "<base>.tmp.<digits>.<digits>": the name of one of base's temporaries. */
+static bool is_temp_of(const char *name, const char *base)
+{
+    size_t n = strlen(base);
+    if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5) != 0) return false;
+    const char *p = name + n + 5;
+    for (int field = 0; field < 2; field++) {
+        const char *q = p;
+        while (*q >= '0' && *q <= '9') q++;
+        if (q == p || *q != (field == 0 ? '.' : '\0')) return false;
+        p = q + 1;
+    }
+    return true;
+}
+
+/* Removes the temporaries that crashed saves of filename left: files named as
+ * is_temp_of says in its directory, regular (not followed through a link),
+ * that no save holds locked. Best effort: whatever cannot be checked stays. */
+static void sweep_stale_temps(const char *filename)
+{
+    const char *slash = strrchr(filename, '/');
+    const char *base = slash ? slash + 1 : filename;
+    size_t dlen = slash ? (size_t)(slash - filename) + 1 : 0; /* with the '/' */
+    char *dir = slash ? strndup(filename, dlen == 1 ? 1 : dlen - 1) : strdup(".");
+    if (!dir) return;
+    DIR *d = opendir(dir);
+    free(dir);
+    if (!d) return;
+    size_t cap = dlen + 256 + 1;
+    char *path = malloc(cap);
+    struct dirent *e;
+    while (path && (e = readdir(d))) {
+        if (!is_temp_of(e->d_name, base) || dlen + strlen(e->d_name) + 1 > cap) continue;
+        memcpy(path, filename, dlen);
+        strcpy(path + dlen, e->d_name);
+        int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct stat by_fd, by_name;
+        /* Unlocked: its writer is gone. The same file still under that name
+         * (not replaced since it was opened): it is the one checked. */
+        if (fstat(fd, &by_fd) == 0 && S_ISREG(by_fd.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+            lstat(path, &by_name) == 0 && by_name.st_dev == by_fd.st_dev && by_name.st_ino == by_fd.st_ino)
+            unlink(path);
+        close(fd);
+    }
+    free(path);
+    closedir(d);
+}
+
 static bp_status write_file(const char *who, const char *filename, bp_ckpt_format fmt, const bp_dict *flat)
 {
     static atomic_uint counter;
+    /* The rename would replace a FIFO or a device node by a regular file, or fail
+     * on a directory after all the writing: refuse them first. */
+    struct stat sb;
+    if (stat(filename, &sb) == 0 && !S_ISREG(sb.st_mode)) return bp__not_regular(who, sb.st_mode);
+    /* Before writing: the space they hold may be what this save needs. */
+    sweep_stale_temps(filename);
     size_t cap = strlen(filename) + 64;
     char *tmp = malloc(cap);
     if (!tmp) return bp_fail(BP_ENOMEM, "%s: out of memory", who);
-    int fd = -1;
+    int fd = -1, lock = -1;
     for (int tries = 0; tries < 100 && fd < 0; tries++) {
         snprintf(tmp, cap, "%s.tmp.%ld.%u", filename, (long)getpid(), atomic_fetch_add(&counter, 1u));
         fd = bp__ckpt_io_hooks.open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST) break;
+        if (fd < 0) continue;
+        /* The lock marks the save as alive until after the rename. It is taken
+         * on a duplicate so that it outlives close(fd), which comes before the
+         * rename. A sweep may have removed the file between open and flock
+         * (no links left): then take another name. Where flock is unsupported
+         * (ENOLCK) the save goes on: sweeps cannot lock such files either. */
+        lock = dup(fd);
+        struct stat ls;
+        if (lock >= 0 && flock(lock, LOCK_EX) == 0 && fstat(lock, &ls) == 0 && ls.st_nlink == 0) {
+            close(lock);
+            bp__ckpt_io_hooks.close(fd);
+            fd = lock = -1;
+        }
     }
     if (fd < 0) {
         bp_status st = bp_fail(BP_EIO, "%s: cannot create the temporary file \"%s\": %s", who, tmp, strerror(errno));
@@ -326,12 +460,10 @@ static bp_status write_file(const char *who, const char *filename, bp_ckpt_forma
         st = bp_fail(BP_EIO, "%s: cannot close \"%s\": %s", who, tmp, strerror(errno));
     if (!st && bp__ckpt_io_hooks.rename(tmp, filename) != 0)
         st = bp_fail(BP_EIO, "%s: cannot rename \"%s\" over \"%s\": %s", who, tmp, filename, strerror(errno));
-    if (st) {
-        unlink(tmp);
-        free(tmp);
-        return st;
-    }
+    if (st) unlink(tmp);
+    if (lock >= 0) close(lock);
     free(tmp);
+    if (st) return st;
     if (sync_dir(filename) != 0)
         return bp_fail(BP_EIO, "%s: the file was written and renamed, but its directory cannot be fsync'ed: %s", who,
                        strerror(errno));
@@ -349,12 +481,14 @@ bp_status bp_checkpoint_write(const char *filename, const bp_dict *flat)
     return write_file(who, filename, fmt, flat);
 }
 
-static bp_status read_file(const char *who, const char *filename, bp_dict **out)
+static bp_status read_file(const char *who, const char *filename, bp__ckpt_filter *filter, bp_dict **out)
 {
     *out = NULL;
     bp_ckpt_format fmt;
     BP_TRY(bp_checkpoint_format(filename, &fmt));
-    int fd = open(filename, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+     * (forever); the fstat below then refuses it. Regular files ignore the flag. */
+    int fd = open(filename, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ENOENT) return bp_fail(BP_EIO, "%s: Cannot find the file path: %s", who, filename);
         return bp_fail(BP_EIO, "%s: cannot open the file: %s", who, strerror(errno));
@@ -364,22 +498,28 @@ static bp_status read_file(const char *who, const char *filename, bp_dict **out)
     if (fstat(fd, &sb) != 0)
         st = bp_fail(BP_EIO, "%s: cannot stat the file: %s", who, strerror(errno));
     else if (!S_ISREG(sb.st_mode))
-        st = bp_fail(BP_EIO, "%s: not a regular file", who);
+        st = bp__not_regular(who, sb.st_mode);
     if (!st) {
-        bp__source src = {.fd = fd, .path = filename, .size = (uint64_t)sb.st_size, .who = who};
+        bp__source src = {.fd = fd, .path = filename, .size = (uint64_t)sb.st_size, .who = who, .filter = filter};
         st = decode_from(fmt, &src, out);
     }
     close(fd);
     return st;
 }
 
-bp_status bp_checkpoint_read(const char *filename, bp_dict **out)
+bp_status bp_checkpoint_read_capped(const char *filename, uint64_t max_bytes, bp_dict **out)
 {
     char who[512];
     if (!out) return bp_fail(BP_EINVAL, "checkpoint_read: out is NULL");
     *out = NULL;
     if (!filename) return bp_fail(BP_EINVAL, "checkpoint_read: filename is NULL");
-    return read_file(who_of(who, sizeof who, "checkpoint_read", filename), filename, out);
+    bp__ckpt_filter cap = {.max_bytes = max_bytes};
+    return read_file(who_of(who, sizeof who, "checkpoint_read", filename), filename, &cap, out);
+}
+
+bp_status bp_checkpoint_read(const char *filename, bp_dict **out)
+{
+    return bp_checkpoint_read_capped(filename, UINT64_MAX, out);
 }
 
 /* ---------------------------------------------------- vars <-> flat dicts */
@@ -413,7 +553,10 @@ bp_status bp_checkpoint_put_vars(bp_dict *flat, const char *prefix, const bp_col
     return BP_OK;
 }
 
-bp_load_opts bp_load_defaults(void) { return (bp_load_opts){.strict = true, .warn = true}; }
+bp_load_opts bp_load_defaults(void)
+{
+    return (bp_load_opts){.strict = true, .warn = true, .max_other_bytes = BP_CKPT_MAX_OTHER_BYTES};
+}
 
 /* A growable list of key strings. */
 typedef struct keys {
@@ -469,24 +612,56 @@ static bool starts_with(const char *s, const char *prefix)
     return !prefix || strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-static bp_status load_vars(const char *who, const bp_dict *flat, const bp_ckpt_vars *groups, size_t n_groups,
-                           const bp_load_opts *opts, bp_load_result *result)
+/* The entry `key` of dtype dt and that shape against the model's value:
+ * BP_ESHAPE or BP_EDTYPE naming both. */
+static bp_status check_entry(const char *who, const char *key, const bp_tensor *model, bp_dtype dt, int ndim,
+                             const int64_t *shape)
 {
-    if (result) memset(result, 0, sizeof *result);
-    if (!flat) return bp_fail(BP_EINVAL, "%s: the dict is NULL", who);
+    char a[96], b[96];
+    bool same = model->ndim == ndim;
+    for (int d = 0; same && d < ndim; d++) same = model->shape[d] == shape[d];
+    if (!same)
+        return bp_fail(BP_ESHAPE, "%s: \"%s\" has shape %s in the model but %s in the checkpoint", who, key,
+                       bp_shape_str(a, sizeof a, model->ndim, model->shape), bp_shape_str(b, sizeof b, ndim, shape));
+    if (model->dtype != dt)
+        return bp_fail(BP_EDTYPE, "%s: \"%s\" has dtype %s in the model but %s in the checkpoint", who, key,
+                       bp_dtype_name(model->dtype), bp_dtype_name(dt));
+    return BP_OK;
+}
+
+static bp_status check_groups(const char *who, const bp_ckpt_vars *groups, size_t n_groups)
+{
     if (!groups && n_groups) return bp_fail(BP_EINVAL, "%s: groups is NULL with n_groups %zu", who, n_groups);
     for (size_t g = 0; g < n_groups; g++)
         if (!groups[g].vars) return bp_fail(BP_EINVAL, "%s: groups[%zu].vars is NULL", who, g);
+    return BP_OK;
+}
+
+/* skipped (may be NULL): unexpected keys a filtered read left out of flat;
+ * they are taken over (moved into the unexpected list, first). */
+static bp_status load_vars(const char *who, const bp_dict *flat, const bp_ckpt_vars *groups, size_t n_groups,
+                           const bp_load_opts *opts, bp_load_result *result, keys *skipped)
+{
+    keys unexpected = {0};
+    if (skipped) {
+        unexpected = *skipped;
+        *skipped = (keys){0};
+    }
+    if (result) memset(result, 0, sizeof *result);
+    bp_status st0 = !flat ? bp_fail(BP_EINVAL, "%s: the dict is NULL", who) : check_groups(who, groups, n_groups);
+    if (st0) {
+        keys_free(&unexpected);
+        return st0;
+    }
     bp_load_opts o = opts ? *opts : bp_load_defaults();
 
     size_t total = 0;
     for (size_t g = 0; g < n_groups; g++) total += bp_collector_len(groups[g].vars);
     bp_var **dst = calloc(total ? total : 1, sizeof *dst);
     const bp_tensor **src = calloc(total ? total : 1, sizeof *src);
-    keys missing = {0}, unexpected = {0};
+    keys missing = {0};
     size_t n = 0;
     bp_status st = dst && src ? BP_OK : bp_fail(BP_ENOMEM, "%s: out of memory", who);
-    char a[96], b[96];
 
     /* 1. every variable of every group against its entry */
     for (size_t g = 0; !st && g < n_groups; g++) {
@@ -508,14 +683,7 @@ static bp_status load_vars(const char *who, const bp_dict *flat, const bp_ckpt_v
             else if (!t) {
                 st = keys_push(&missing, key);
                 key = NULL;
-            } else if (!bp_tensor_same_shape(v->value, t))
-                st = bp_fail(BP_ESHAPE, "%s: \"%s\" has shape %s in the model but %s in the checkpoint", who, key,
-                             bp_shape_str(a, sizeof a, v->value->ndim, v->value->shape),
-                             bp_shape_str(b, sizeof b, t->ndim, t->shape));
-            else if (v->value->dtype != t->dtype)
-                st = bp_fail(BP_EDTYPE, "%s: \"%s\" has dtype %s in the model but %s in the checkpoint", who, key,
-                             bp_dtype_name(v->value->dtype), bp_dtype_name(t->dtype));
-            else {
+            } else if (!(st = check_entry(who, key, v->value, t->dtype, t->ndim, t->shape))) {
                 dst[n] = v;
                 src[n++] = t;
             }
@@ -564,7 +732,106 @@ static bp_status load_vars(const char *who, const bp_dict *flat, const bp_ckpt_v
 bp_status bp_checkpoint_load_vars(const bp_dict *flat, const bp_ckpt_vars *groups, size_t n_groups,
                                   const bp_load_opts *opts, bp_load_result *result)
 {
-    return load_vars("checkpoint_load_vars", flat, groups, n_groups, opts, result);
+    return load_vars("checkpoint_load_vars", flat, groups, n_groups, opts, result, NULL);
+}
+
+/* ----------------------------------------- reading only what a model takes */
+
+/* The filter of a model-aware load: an entry claimed by a group (under its
+ * prefix) is kept only as the variable it names, checked for shape and dtype
+ * before its data is allocated, and skipped (recorded as unexpected) when it
+ * names none; every other entry (under caller_prefix, or outside every prefix)
+ * is the caller's, kept up to other_max bytes in all. So a load allocates at
+ * most the model's own bytes plus other_max. */
+typedef struct vars_filter {
+    bp__ckpt_filter base; /* first: the readers see only this */
+    const bp_ckpt_vars *groups;
+    size_t n_groups;
+    const char *caller_prefix; /* may be NULL */
+    uint64_t other_max, other_kept;
+    keys skipped;
+} vars_filter;
+
+static bp_status admit_for_vars(bp__ckpt_filter *f, const char *who, const char *key, bp_dtype dt, int ndim,
+                                const int64_t *shape, bool *skip)
+{
+    vars_filter *vf = (vars_filter *)f;
+    bool claimed = false;
+    if (!vf->caller_prefix || !starts_with(key, vf->caller_prefix))
+        for (size_t g = 0; g < vf->n_groups; g++) {
+            if (!starts_with(key, vf->groups[g].prefix)) continue;
+            claimed = true;
+            long i = bp_collector_find(vf->groups[g].vars, key + plen(vf->groups[g].prefix));
+            bp_var *v = i >= 0 ? bp_collector_var(vf->groups[g].vars, (size_t)i) : NULL;
+            if (v) return check_entry(who, key, v->value, dt, ndim, shape);
+        }
+    if (claimed) {
+        *skip = true;
+        return keys_push(&vf->skipped, strdup(key));
+    }
+    int64_t numel = 1, bytes = 0;
+    for (int d = 0; d < ndim; d++)
+        if (!bp__mul_ok(numel, shape[d], &numel)) numel = INT64_MAX;
+    if (!bp__mul_ok(numel, (int64_t)bp_dtype_size(dt), &bytes)) bytes = INT64_MAX;
+    if ((uint64_t)bytes > vf->other_max - vf->other_kept) {
+        char sh[96];
+        return bp_fail(BP_EFORMAT,
+                       "%s: \"%s\" (%s %s, %" PRId64 " bytes) is no variable of the model, and such entries may "
+                       "hold %" PRIu64 " bytes in all (bp_load_opts.max_other_bytes; %" PRIu64 " taken)",
+                       who, key, bp_dtype_name(dt), bp_shape_str(sh, sizeof sh, ndim, shape), bytes, vf->other_max,
+                       vf->other_kept);
+    }
+    vf->other_kept += (uint64_t)bytes;
+    return BP_OK;
+}
+
+/* Reads filename through a vars_filter and loads the groups from it. The
+ * caller's entries go to *rest (NULL: dropped): those under caller_prefix,
+ * without it, when given; else those outside every group's prefix. */
+static bp_status load_file(const char *who, const char *filename, const bp_ckpt_vars *groups, size_t n_groups,
+                           const char *caller_prefix, const bp_load_opts *opts, bp_load_result *result,
+                           bp_dict **rest)
+{
+    BP_TRY(check_groups(who, groups, n_groups));
+    bp_load_opts o = opts ? *opts : bp_load_defaults();
+    vars_filter vf = {.base = {.admit = admit_for_vars, .max_bytes = UINT64_MAX},
+                      .groups = groups,
+                      .n_groups = n_groups,
+                      .caller_prefix = caller_prefix,
+                      .other_max = o.max_other_bytes ? o.max_other_bytes : BP_CKPT_MAX_OTHER_BYTES};
+    bp_dict *flat = NULL, *other = NULL;
+    bp_status st = read_file(who, filename, &vf.base, &flat);
+    if (!st && caller_prefix) st = bp_checkpoint_take_prefix(flat, caller_prefix, &other);
+    if (!st) st = load_vars(who, flat, groups, n_groups, opts, result, &vf.skipped);
+    if (!st && !caller_prefix && rest) {
+        st = bp_dict_new(&other);
+        for (size_t i = 0; !st && i < bp_dict_len(flat); i++) {
+            const char *key = bp_dict_key(flat, i);
+            bool claimed = false;
+            for (size_t g = 0; g < n_groups && !claimed; g++) claimed = starts_with(key, groups[g].prefix);
+            if (!claimed) st = bp_dict_set_tensor(other, key, bp_dict_tensor(flat, i));
+        }
+        if (st && result) bp_load_result_clear(result);
+    }
+    if (!st && rest) {
+        *rest = other;
+        other = NULL;
+    }
+    keys_free(&vf.skipped);
+    bp_dict_free(other);
+    bp_dict_free(flat);
+    return st;
+}
+
+bp_status bp_checkpoint_load_file(const char *filename, const bp_ckpt_vars *groups, size_t n_groups,
+                                  const bp_load_opts *opts, bp_load_result *result, bp_dict **rest)
+{
+    char who[512];
+    if (result) memset(result, 0, sizeof *result);
+    if (rest) *rest = NULL;
+    if (!filename) return bp_fail(BP_EINVAL, "checkpoint_load_file: filename is NULL");
+    return load_file(who_of(who, sizeof who, "checkpoint_load_file", filename), filename, groups, n_groups, NULL,
+                     opts, result, rest);
 }
 
 bp_status bp_checkpoint_take_prefix(bp_dict *flat, const char *prefix, bp_dict **out)
@@ -679,26 +946,13 @@ bp_status bp_load_states(bp_node *node, const char *filename, const bp_collector
     if (metadata) *metadata = NULL;
     if (!node || !filename) return bp_fail(BP_EINVAL, "load_states: %s is NULL", node ? "filename" : "node");
     who_of(who, sizeof who, "load_states", filename);
-    bp_dict *flat;
-    BP_TRY(read_file(who, filename, &flat));
     bp_collector *own = NULL;
-    bp_dict *meta = NULL;
-    bp_status st = BP_OK;
     if (!vars) {
-        st = tree_vars(node, &own);
+        BP_TRY(tree_vars(node, &own));
         vars = own;
     }
-    if (!st) st = bp_checkpoint_take_prefix(flat, BP_CKPT_META_PREFIX, &meta);
-    if (!st) {
-        bp_ckpt_vars g = {NULL, vars};
-        st = load_vars(who, flat, &g, 1, opts, result);
-    }
-    if (!st && metadata) {
-        *metadata = meta;
-        meta = NULL;
-    }
-    bp_dict_free(meta);
-    bp_dict_free(flat);
+    bp_ckpt_vars g = {NULL, vars};
+    bp_status st = load_file(who, filename, &g, 1, BP_CKPT_META_PREFIX, opts, result, metadata);
     bp_collector_free(own);
     return st;
 }

@@ -1,4 +1,4 @@
-/* core/ckpt_internal.h — shared by checkpoint.c and the per-format files
+/* io/ckpt_internal.h — shared by checkpoint.c and the per-format files
  * ckpt_safetensors.c, ckpt_npz.c, ckpt_json.c; not installed.
  *
  * A format writer produces bytes into a sink (a file being saved atomically,
@@ -9,6 +9,7 @@
 #ifndef BPC_CKPT_INTERNAL_H
 #define BPC_CKPT_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <bpc/checkpoint.h>
@@ -52,6 +53,20 @@ bp_status bp__sink_printf(bp__sink *s, const char *fmt, ...)
 /* Hands buffered bytes to the file (no-op for memory sinks). */
 bp_status bp__sink_flush(bp__sink *s);
 
+/* What a read keeps, decided for each entry from its key, dtype and shape as
+ * the file declares them, before any of its data is allocated: the bound on a
+ * hostile file's memory (an npz member may inflate 1032 times). */
+typedef struct bp__ckpt_filter bp__ckpt_filter;
+struct bp__ckpt_filter {
+    /* NULL: keep every entry. Else BP_OK with *skip false (keep it) or true
+     * (read and check it, checksums included, but keep nothing), or an error
+     * (the read stops). */
+    bp_status (*admit)(bp__ckpt_filter *f, const char *who, const char *key, bp_dtype dt, int ndim,
+                       const int64_t *shape, bool *skip);
+    uint64_t max_bytes; /* tensor bytes the kept entries may hold in all */
+    uint64_t kept;      /* ... held so far */
+};
+
 /* Where a reader's bytes come from: memory (mem != NULL) or an open regular
  * file (fd, path). size is the whole length. */
 typedef struct bp__source {
@@ -59,12 +74,19 @@ typedef struct bp__source {
     int fd;
     const char *path;
     uint64_t size;
-    const char *who;    /* e.g. load_states "ck.npz" */
+    const char *who;          /* e.g. load_states "ck.npz" */
+    bp__ckpt_filter *filter;  /* NULL: keep everything */
 } bp__source;
 
 /* Reads exactly n bytes at offset off; BP_EFORMAT (truncated) past the end,
  * BP_EIO if the file cannot be read. */
 bp_status bp__source_read(const bp__source *s, uint64_t off, void *dst, size_t n);
+
+/* Asks src's filter about an entry before its tensor is allocated: *skip as
+ * the filter says; a kept entry is counted against max_bytes (BP_EFORMAT past
+ * it). The readers call it once per entry, in file order. */
+bp_status bp__source_admit(const bp__source *src, const char *key, bp_dtype dt, int ndim, const int64_t *shape,
+                           bool *skip);
 
 /* The formats. Writers get a dict already checked by bp__ckpt_check_dict. */
 bp_status bp__st_write(bp__sink *s, const bp_dict *flat);
@@ -80,9 +102,15 @@ bp_status bp__ckpt_check_key(const char *who, const char *what, const char *key,
 /* Checks a dict to be written: tensors only, valid keys. */
 bp_status bp__ckpt_check_dict(const char *who, const bp_dict *flat);
 
+/* BP_EIO "<who>: not a regular file (it is a FIFO)..." naming the kind of mode. */
+bp_status bp__not_regular(const char *who, mode_t mode);
+
 /* CRC-32 (ISO-HDLC, zlib's crc32 and Python's zlib.crc32) of n bytes,
  * continuing from crc (start with 0). */
 uint32_t bp__crc32(uint32_t crc, const void *p, size_t n);
+
+/* Exactly 8 lower-case hex digits (as "%08x" prints a CRC) into *out. */
+bool bp__crc_from_hex(const char *hex, uint32_t *out);
 
 /* x * y into *out unless it overflows an int64 range (both >= 0). */
 static inline int bp__mul_ok(int64_t x, int64_t y, int64_t *out)

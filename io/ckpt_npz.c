@@ -1,4 +1,4 @@
-/* core/ckpt_npz.c — NumPy's .npz: a zip of .npy files, through libzip.
+/* io/ckpt_npz.c — NumPy's .npz: a zip of .npy files, through libzip.
  *
  * Each entry "<key>" is the member "<key>.npy", stored (not compressed), as
  * np.savez writes it. A member is an NPY file:
@@ -23,12 +23,14 @@
  * to the sink: one extra copy of the state, which the atomic save needs anyway
  * to keep libzip's own file handling out of the way. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zip.h>
 #include "ckpt_internal.h"
 
@@ -376,8 +378,23 @@ static bp_status member_read(const char *who, const char *name, const npy_stream
     return BP_OK;
 }
 
-/* One NPY stream of `size` bytes into a new tensor *out (all its bytes are read). */
-static bp_status read_npy(const char *who, const char *name, const npy_stream *in, uint64_t size, bp_tensor **out)
+/* Reads and drops n bytes of a stream, through a small buffer. */
+static bp_status member_drain(const char *who, const char *name, const npy_stream *in, uint64_t n)
+{
+    unsigned char chunk[1 << 14];
+    for (uint64_t k; n > 0; n -= k) {
+        k = n < sizeof chunk ? n : sizeof chunk;
+        BP_TRY(member_read(who, name, in, chunk, k));
+    }
+    return BP_OK;
+}
+
+/* One NPY stream of `size` bytes into a new tensor *out (all its bytes are
+ * read). With src, its filter sees the entry `key` once the header is read and
+ * before the data is allocated: a skipped entry's data is read and dropped,
+ * and *out stays NULL. */
+static bp_status read_npy(const char *who, const char *name, const npy_stream *in, uint64_t size,
+                          const bp__source *src, const char *key, bp_tensor **out)
 {
     *out = NULL;
     unsigned char pre[12];
@@ -420,6 +437,12 @@ static bp_status read_npy(const char *who, const char *name, const npy_stream *i
                      who, name, bp_shape_str(sh, sizeof sh, h.ndim, h.shape), bp_dtype_name(h.dt), bytes,
                      size - start - hlen);
     }
+    bool skip = false;
+    if (!st && src) st = bp__source_admit(src, key, h.dt, h.ndim, h.shape, &skip);
+    if (!st && skip) {
+        free(text);
+        return member_drain(who, name, in, (uint64_t)bytes);
+    }
     if (!st) st = bp_tensor_new(&t, h.dt, h.ndim, h.shape);
     if (!st && h.fortran && h.ndim > 1) st = bp_tensor_new(&tmp, h.dt, h.ndim, h.shape);
     if (!st) st = member_read(who, name, in, tmp ? tmp->data : t->data, (uint64_t)bytes);
@@ -438,14 +461,15 @@ static bp_status read_npy(const char *who, const char *name, const npy_stream *i
 }
 
 /* One member into a new tensor *out. */
-static bp_status read_member(const char *who, zip_t *za, zip_uint64_t i, const char *name, uint64_t size,
-                             bp_tensor **out)
+static bp_status read_member(const bp__source *src, zip_t *za, zip_uint64_t i, const char *name, const char *key,
+                             uint64_t size, bp_tensor **out)
 {
     *out = NULL;
+    const char *who = src->who;
     zip_file_t *zf = zip_fopen_index(za, i, 0);
     if (!zf) return bp_fail(BP_EFORMAT, "%s: member \"%s\" cannot be opened: %s", who, name, zip_strerror(za));
     npy_stream in = {zf, NULL};
-    bp_status st = read_npy(who, name, &in, size, out);
+    bp_status st = read_npy(who, name, &in, size, src, key, out);
     /* Reading to the end makes libzip check the member's CRC-32. */
     unsigned char extra;
     zip_int64_t k = st ? 0 : zip_fread(zf, &extra, 1);
@@ -464,20 +488,32 @@ bp_status bp_npy_read(const char *path, bp_tensor **out)
     if (!out) return bp_fail(BP_EINVAL, "npy_read: out is NULL");
     *out = NULL;
     if (!path) return bp_fail(BP_EINVAL, "npy_read: path is NULL");
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return bp_fail(BP_EIO, "npy_read: cannot open \"%s\": %s", path, strerror(errno));
+    char who[512];
+    snprintf(who, sizeof who, "npy_read \"%s\"", path);
+    /* O_NONBLOCK so that a FIFO is refused below instead of waiting for a writer. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return bp_fail(BP_EIO, "npy_read: cannot open \"%s\": %s", path, strerror(errno));
     struct stat sb;
-    bp_status st = BP_OK;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode))
-        st = bp_fail(BP_EIO, "npy_read: \"%s\" is not a regular file", path);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        bp_status st = fstat(fd, &sb) != 0 ? bp_fail(BP_EIO, "%s: cannot stat: %s", who, strerror(errno))
+                                           : bp__not_regular(who, sb.st_mode);
+        close(fd);
+        return st;
+    }
+    FILE *fp = fdopen(fd, "rb");
+    if (!fp) {
+        close(fd);
+        return bp_fail(BP_ENOMEM, "%s: cannot open a stream: %s", who, strerror(errno));
+    }
     npy_stream in = {NULL, fp};
-    if (!st) st = read_npy("npy_read", path, &in, (uint64_t)sb.st_size, out);
+    bp_status st = read_npy("npy_read", path, &in, (uint64_t)sb.st_size, NULL, NULL, out);
     fclose(fp);
     return st;
 }
 
-static bp_status read_archive(const char *who, zip_t *za, bp_dict **out)
+static bp_status read_archive(const bp__source *src, zip_t *za, bp_dict **out)
 {
+    const char *who = src->who;
     bp_dict *d;
     BP_TRY(bp_dict_new(&d));
     bp_status st = BP_OK;
@@ -531,8 +567,8 @@ static bp_status read_archive(const char *who, zip_t *za, bp_dict **out)
                          who, name, (int)zs.comp_method);
         }
         bp_tensor *t = NULL;
-        if (!st) st = read_member(who, za, (zip_uint64_t)i, name, zs.size, &t);
-        if (!st) st = bp_dict_set_tensor(d, key, t);
+        if (!st) st = read_member(src, za, (zip_uint64_t)i, name, key, zs.size, &t);
+        if (!st && t) st = bp_dict_set_tensor(d, key, t);
         bp_tensor_free(t);
     }
     if (st) {
@@ -557,9 +593,20 @@ bp_status bp__npz_read(const bp__source *src, bp_dict **out)
         zip_source_t *zs = zip_source_buffer_create(src->mem, src->size, 0, &ze);
         if (zs && !(za = zip_open_from_source(zs, ZIP_RDONLY | ZIP_CHECKCONS, &ze))) zip_source_free(zs);
     } else {
-        int code = 0;
-        za = zip_open(src->path, ZIP_RDONLY | ZIP_CHECKCONS, &code);
-        if (!za) zip_error_init_with_code(&ze, code);
+        /* Through the descriptor already checked to be a regular file, never by
+         * the path again (which could name something else by now). zip_fdopen
+         * closes the descriptor it is given on success only. */
+        int code = 0, fd = dup(src->fd);
+        if (fd < 0) {
+            bp_status st = bp_fail(BP_EIO, "%s: cannot read the file: %s", src->who, strerror(errno));
+            zip_error_fini(&ze);
+            return st;
+        }
+        za = zip_fdopen(fd, ZIP_RDONLY | ZIP_CHECKCONS, &code);
+        if (!za) {
+            close(fd);
+            zip_error_init_with_code(&ze, code);
+        }
     }
     if (!za) {
         int code = zip_error_code_zip(&ze);
@@ -573,7 +620,7 @@ bp_status bp__npz_read(const bp__source *src, bp_dict **out)
         return st;
     }
     zip_error_fini(&ze);
-    bp_status st = read_archive(src->who, za, out);
+    bp_status st = read_archive(src, za, out);
     zip_discard(za);
     return st;
 }

@@ -1,4 +1,4 @@
-/* core/ckpt_safetensors.c — the safetensors layout.
+/* io/ckpt_safetensors.c — the safetensors layout.
  *
  *   bytes 0..7      N, the header length (uint64, little-endian)
  *   bytes 8..8+N    a JSON object: {"__metadata__": {str: str}, key: {"dtype":
@@ -10,8 +10,9 @@
  * bpc writes tensors in dict order, back to back, and puts {"format": "bpc",
  * "version": "1", "data_crc32": "<8 hex digits>"} in __metadata__: the CRC-32
  * of the whole data section. The reader takes any valid safetensors file of
- * the five dtypes bpc has (files without bpc's metadata have no checksum to
- * check) and rejects, before allocating a tensor: a header length past the
+ * the five dtypes bpc has, checks data_crc32 whenever __metadata__ holds one
+ * (whatever its "format" says; "format": "bpc" requires it), so files of
+ * other writers, which have none, load unchecked; and it rejects, before allocating a tensor: a header length past the
  * file, invalid JSON, duplicate keys, unknown dtypes or fields, a shape whose
  * byte size differs from its offsets, offsets out of range, overlapping, or
  * leaving bytes of the data section to no tensor (as the reference
@@ -112,6 +113,7 @@ typedef struct st_entry {
     int ndim;
     int64_t shape[BP_MAX_DIMS];
     uint64_t begin, end;
+    bool skip;      /* read for the checksum, not kept (the filter's word) */
     bp_tensor *t;
 } st_entry;
 
@@ -186,8 +188,11 @@ static bp_status parse_entry(const char *who, const char *key, const json_t *v, 
     return BP_OK;
 }
 
-/* Checks bpc's own __metadata__ (other writers' metadata is any str -> str map).
- * *crc_given tells whether a checksum is to be checked. */
+/* Checks __metadata__ (any str -> str map) and takes its checksum. The rule,
+ * so that no edit of the file can switch the check off: data_crc32 is checked
+ * whenever it is there, whatever "format" says, and a file whose format is
+ * "bpc" must have it. Only a file that names neither (another writer's) loads
+ * unchecked. *crc_given tells whether a checksum is to be checked. */
 static bp_status parse_meta(const char *who, const json_t *m, bool *crc_given, uint32_t *crc)
 {
     *crc_given = false;
@@ -199,27 +204,20 @@ static bp_status parse_meta(const char *who, const json_t *m, bool *crc_given, u
             return bp_fail(BP_EFORMAT, "%s: __metadata__ \"%.64s\" must be a string", who, k);
     }
     const char *fmt = json_string_value(json_object_get(m, "format"));
-    if (!fmt || strcmp(fmt, "bpc") != 0) return BP_OK;
-    const char *ver = json_string_value(json_object_get(m, "version"));
-    char want[16];
-    snprintf(want, sizeof want, "%d", BP_CKPT_VERSION);
-    if (!ver || strcmp(ver, want) != 0)
-        return bp_fail(BP_EFORMAT, "%s: bpc checkpoint version \"%.16s\", this build reads version %d", who,
-                       ver ? ver : "(none)", BP_CKPT_VERSION);
     const char *hex = json_string_value(json_object_get(m, "data_crc32"));
-    if (!hex) return bp_fail(BP_EFORMAT, "%s: a bpc checkpoint without data_crc32 in __metadata__", who);
-    uint32_t c = 0;
-    size_t i = 0;
-    for (; hex[i] && i < 8; i++) {
-        char h = hex[i];
-        int d = h >= '0' && h <= '9' ? h - '0' : h >= 'a' && h <= 'f' ? h - 'a' + 10 : -1;
-        if (d < 0) break;
-        c = c << 4 | (uint32_t)d;
+    if (fmt && strcmp(fmt, "bpc") == 0) {
+        const char *ver = json_string_value(json_object_get(m, "version"));
+        char want[16];
+        snprintf(want, sizeof want, "%d", BP_CKPT_VERSION);
+        if (!ver || strcmp(ver, want) != 0)
+            return bp_fail(BP_EFORMAT, "%s: bpc checkpoint version \"%.16s\", this build reads version %d", who,
+                           ver ? ver : "(none)", BP_CKPT_VERSION);
+        if (!hex) return bp_fail(BP_EFORMAT, "%s: a bpc checkpoint without data_crc32 in __metadata__", who);
     }
-    if (i != 8 || hex[8])
+    if (!hex) return BP_OK;
+    if (!bp__crc_from_hex(hex, crc))
         return bp_fail(BP_EFORMAT, "%s: data_crc32 \"%.16s\" must be 8 lower-case hex digits", who, hex);
     *crc_given = true;
-    *crc = c;
     return BP_OK;
 }
 
@@ -286,10 +284,23 @@ bp_status bp__st_read(const bp__source *src, bp_dict **out)
     if (!st && at != data_size)
         st = bp_fail(BP_EFORMAT, "%s: bytes [%" PRIu64 ", %" PRIu64 ") of the data section belong to no tensor", who,
                      at, data_size);
-    /* Read in file order so the checksum runs over the data section as stored. */
+    /* Every entry past the filter (header order) before any data is allocated. */
+    for (size_t i = 0; !st && i < n; i++)
+        st = bp__source_admit(src, ents[i].key, ents[i].dt, ents[i].ndim, ents[i].shape, &ents[i].skip);
+    /* Read in file order so the checksum runs over the data section as stored;
+     * skipped entries pass through a small buffer. */
     uint32_t crc = 0;
+    unsigned char chunk[1 << 14];
     for (size_t i = 0; !st && i < n; i++) {
         st_entry *e = order[i];
+        if (e->skip) {
+            for (uint64_t pos = e->begin; !st && pos < e->end; pos += sizeof chunk) {
+                size_t k = e->end - pos < sizeof chunk ? (size_t)(e->end - pos) : sizeof chunk;
+                st = bp__source_read(src, data_start + pos, chunk, k);
+                if (!st) crc = bp__crc32(crc, chunk, k);
+            }
+            continue;
+        }
         st = bp_tensor_new(&e->t, e->dt, e->ndim, e->shape);
         size_t bytes = e->t ? bp_tensor_nbytes(e->t) : 0;
         if (!st) st = bp__source_read(src, data_start + e->begin, e->t->data, bytes);
@@ -300,7 +311,8 @@ bp_status bp__st_read(const bp__source *src, bp_dict **out)
                                  "gives %08" PRIx32 " (the file is corrupt)", who, crc_want, crc);
     bp_dict *d = NULL;
     if (!st) st = bp_dict_new(&d);
-    for (size_t i = 0; !st && i < n; i++) st = bp_dict_set_tensor(d, ents[i].key, ents[i].t);
+    for (size_t i = 0; !st && i < n; i++)
+        if (!ents[i].skip) st = bp_dict_set_tensor(d, ents[i].key, ents[i].t);
     for (size_t i = 0; i < n; i++) bp_tensor_free(ents[i].t);
     free(ents);
     free(order);

@@ -14,9 +14,12 @@ Writes (all small):
                                            (sorted keys, no bpc metadata, no checksum)
   tests/data/ckpt_python_bpc.safetensors   REF with bpc's __metadata__ and its
                                            data_crc32 from Python's zlib.crc32
-  tests/data/ckpt_python.json              REF in bpc's JSON layout, by json.dumps
+  tests/data/ckpt_python.json              REF in bpc's JSON layout, by json.dumps, with
+                                           data_crc32 computed here (json_crc)
+  tests/data/ckpt_python_v1.json           REF as a version 1 JSON file (no checksum)
   tests/data/ckpt_bad_<defect>.npz         one defect each (see BAD_NPZ), for the
                                            error tests
+  tests/data/ckpt_bomb.npz                 ~260 KB claiming a 256 MiB member (write_bomb)
   io/fuzz/corpus/<format>/seed_*        the files above, as fuzz seeds
 
 The C test rebuilds REF from the same formulas (ref_state() in
@@ -91,7 +94,24 @@ def safetensors_bytes(state, bpc_meta):
     return struct.pack("<Q", len(text)) + text + data
 
 
-def json_bytes(state):
+def json_crc(state):
+    """data_crc32 of a JSON checkpoint (io/bpc/checkpoint.h): per entry, the key, NUL, the
+    dtype name, NUL, ndim and the dims as int64 LE, the values LE with NaN as the positive
+    quiet NaN."""
+    crc = 0
+    for k, a in state.items():
+        a = np.asarray(a)
+        crc = zlib.crc32(k.encode() + b"\0" + str(a.dtype).encode() + b"\0", crc)
+        crc = zlib.crc32(struct.pack("<%dq" % (a.ndim + 1), a.ndim, *a.shape), crc)
+        v = a.astype(a.dtype.newbyteorder("<"))
+        if a.dtype.kind == "f":
+            v = v.copy()
+            v[np.isnan(v)] = np.nan
+        crc = zlib.crc32(v.tobytes(order="C"), crc)
+    return "%08x" % crc
+
+
+def json_bytes(state, version=2):
     def enc(a):
         if a.dtype.kind == "f":
             out = []
@@ -104,9 +124,11 @@ def json_bytes(state):
                     out.append(v)  # repr of the double: exact for float32 and float64
             return out
         return a.ravel().tolist()
-    doc = {"format": "bpc", "version": 1,
+    doc = {"format": "bpc", "version": version,
            "tensors": {k: {"dtype": str(a.dtype), "shape": list(a.shape), "data": enc(a)}
                        for k, a in state.items()}}
+    if version >= 2:
+        doc["data_crc32"] = json_crc(state)
     return json.dumps(doc, indent=1).encode()
 
 
@@ -166,6 +188,24 @@ def bad_npz():
     }
 
 
+BOMB_ELEMS = 1 << 26   # float32: 256 MiB
+
+
+def write_bomb(path):
+    """A small npz (~260 KB) whose deflate member "M.w.npy" inflates to a float32 array of
+    BOMB_ELEMS zeros (256 MiB): what a loader must refuse without allocating it."""
+    import zipfile
+    hdr = npy_raw("{'descr': '<f4', 'fortran_order': False, 'shape': (%d,), }" % BOMB_ELEMS, b"")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        zi = zipfile.ZipInfo("M.w.npy", date_time=(1980, 1, 1, 0, 0, 0))
+        zi.compress_type = zipfile.ZIP_DEFLATED
+        with z.open(zi, "w") as f:
+            f.write(hdr)
+            chunk = bytes(1 << 20)
+            for _ in range(BOMB_ELEMS * 4 // len(chunk)):
+                f.write(chunk)
+
+
 def write(path, blob):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
@@ -188,6 +228,8 @@ def main():
     write(os.path.join(DATA, "ckpt_python.safetensors"), safetensors_bytes(ref, False))
     write(os.path.join(DATA, "ckpt_python_bpc.safetensors"), safetensors_bytes(ref, True))
     write(os.path.join(DATA, "ckpt_python.json"), json_bytes(ref))
+    write(os.path.join(DATA, "ckpt_python_v1.json"), json_bytes(ref, version=1))
+    write_bomb(os.path.join(DATA, "ckpt_bomb.npz"))
     for name, blob in bad_npz().items():
         write(os.path.join(DATA, "ckpt_bad_%s.npz" % name), blob)
 
@@ -195,7 +237,7 @@ def main():
     seeds = {
         "safetensors": [safetensors_bytes(ref, True), safetensors_bytes(ref, False),
                         safetensors_bytes(small, True)],
-        "json": [json_bytes(ref), json_bytes(small)],
+        "json": [json_bytes(ref), json_bytes(small), json_bytes(small, version=1)],
     }
     for fmt, blobs in seeds.items():
         for i, b in enumerate(blobs):

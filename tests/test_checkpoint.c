@@ -383,7 +383,7 @@ static void test_json_text(void **state)
     void *buf;
     size_t len;
     BP_OK_OR_FAIL(bp_checkpoint_encode(BP_CKPT_JSON, d, &buf, &len));
-    const char *want = "{\"format\": \"bpc\", \"version\": 1, \"tensors\": {\n"
+    const char *want = "{\"format\": \"bpc\", \"version\": 2, \"tensors\": {\n"
                        " \"a\": {\"dtype\": \"float32\", \"shape\": [2], \"data\": [1, 2]},\n"
                        " \"n\": {\"dtype\": \"int64\", \"shape\": [], \"data\": [3]},\n"
                        " \"f\": {\"dtype\": \"float32\", \"shape\": [5], \"data\": [0.100000001, -0.0, \"NaN\", "
@@ -391,7 +391,7 @@ static void test_json_text(void **state)
                        " \"x\": {\"dtype\": \"float64\", \"shape\": [2], \"data\": [0.10000000000000001, "
                        "1.0000000000000001e+300]},\n"
                        " \"q\\\"k\": {\"dtype\": \"uint8\", \"shape\": [1, 2], \"data\": [0, 255]}\n"
-                       "}}\n";
+                       "}, \"data_crc32\": \"598fcb56\"}\n"; /* tests/gen_checkpoint.py's json_crc of this dict */
     assert_int_equal(len, strlen(want));
     assert_memory_equal(buf, want, len);
     bp_dict *got = decode_ok(BP_CKPT_JSON, buf, len);
@@ -441,10 +441,11 @@ static void test_reads_python_safetensors_and_json(void **state)
 {
     (void)state;
     bp_dict *ref = ref_state();
-    const char *files[] = {"ckpt_python.safetensors", "ckpt_python_bpc.safetensors", "ckpt_python.json"};
-    for (int i = 0; i < 3; i++) {
+    const char *files[] = {"ckpt_python.safetensors", "ckpt_python_bpc.safetensors", "ckpt_python.json",
+                           "ckpt_python_v1.json"};
+    for (int i = 0; i < 4; i++) {
         bp_dict *got = read_data_file(files[i]);
-        expect_same(got, ref, i == 2); /* the safetensors files list keys sorted */
+        expect_same(got, ref, i >= 2); /* the safetensors files list keys sorted */
         bp_dict_free(got);
     }
     bp_dict_free(ref);
@@ -722,8 +723,19 @@ static void test_json_rejects(void **state)
     expect_json_error("[1]", "the file must hold a JSON object");
     expect_json_error("{\"format\": \"npz\", \"version\": 1, \"tensors\": {}}", "\"format\" must be \"bpc\", got \"npz\"");
     expect_json_error("{\"version\": 1, \"tensors\": {}}", "\"format\" must be \"bpc\", got (none)");
+    expect_json_error("{\"format\": \"bpc\", \"version\": 3, \"tensors\": {}}",
+                      "bpc checkpoint version 3, this build reads versions 1 and 2");
+    /* version 2 has a checksum; version 1 may not */
     expect_json_error("{\"format\": \"bpc\", \"version\": 2, \"tensors\": {}}",
-                      "bpc checkpoint version 2, this build reads version 1");
+                      "a version 2 checkpoint without \"data_crc32\"");
+    expect_json_error("{\"format\": \"bpc\", \"version\": 1, \"tensors\": {}, \"data_crc32\": \"00000000\"}",
+                      "unknown field \"data_crc32\" (version 1 has format, version, tensors)");
+    expect_json_error("{\"format\": \"bpc\", \"version\": 2, \"tensors\": {}, \"data_crc32\": \"0000000\"}",
+                      "data_crc32 \"0000000\" (a string) must be a string of 8 lower-case hex digits");
+    expect_json_error("{\"format\": \"bpc\", \"version\": 2, \"tensors\": {}, \"data_crc32\": 0}",
+                      "data_crc32 0 must be a string of 8 lower-case hex digits");
+    expect_json_error("{\"format\": \"bpc\", \"version\": 2, \"tensors\": {}, \"data_crc32\": \"00000001\"}",
+                      "checksum mismatch: data_crc32 is 00000001 in the file but the tensors give 00000000");
     expect_json_error("{\"format\": \"bpc\", \"version\": 1, \"tensors\": []}", "\"tensors\" must be a JSON object");
     expect_json_error("{\"format\": \"bpc\", \"version\": 1, \"tensors\": {}, \"x\": 0}", "unknown field \"x\"");
     expect_json_error("{\"format\": \"bpc\", \"format\": \"bpc\", \"version\": 1, \"tensors\": {}}",
@@ -925,8 +937,8 @@ static void test_file_errors(void **state)
     assert_int_equal(mkdir(in_dir(p, sizeof p, "dir.json"), 0700), 0);
     BP_EXPECT_ERR(bp_checkpoint_read(p, &got), BP_EIO, "dir.json\": not a regular file");
     bp_dict *d = small_state();
-    /* a directory in the way of the rename */
-    BP_EXPECT_ERR(bp_checkpoint_write(p, d), BP_EIO, "cannot rename");
+    /* a directory where the file would go: refused before anything is written */
+    BP_EXPECT_ERR(bp_checkpoint_write(p, d), BP_EIO, "dir.json\": not a regular file (it is a directory)");
     rmdir(p);
     BP_EXPECT_ERR(bp_checkpoint_write(in_dir(p, sizeof p, "no/such/dir/m.npz"), d), BP_EIO,
                   "cannot create the temporary file");
@@ -1189,10 +1201,11 @@ static void test_crash_between_steps(void **state)
             expect_file(p, nb, nlen);
         else
             expect_file(p, ob, olen);
-        /* a crash before the rename leaves the temporary file; the next save ignores it */
+        /* a crash before the rename leaves the temporary file; the next save removes it */
         assert_int_equal(n_files(), step >= RENAME_AFTER ? 1 : 2);
         BP_OK_OR_FAIL(bp_checkpoint_write(p, neu));
         expect_file(p, nb, nlen);
+        assert_int_equal(n_files(), 1);
         clear_dir();
     }
     free(ob);

@@ -7,7 +7,8 @@
  *     every member is byte for byte what np.save writes for that array;
  *   - the .safetensors, parsed with struct/json/np.frombuffer, holds the same
  *     arrays, and its data_crc32 equals zlib.crc32 of the data section;
- *   - json.load of the .json gives the same values;
+ *   - json.load of the .json gives the same values, and its data_crc32 is
+ *     the one gen_checkpoint.py's json_crc computes;
  * and writes np.savez / np.savez_compressed files of REF that bpc reads back
  * bit for bit. Without python3 + numpy the test is skipped, not passed. */
 #include "bp_test.h"
@@ -53,7 +54,9 @@ static const char *script =
     "    same(a, ref[k], k)\n"
     "# 3. bpc's json\n"
     "doc = json.load(open(os.path.join(d, 'bpc.json')))\n"
-    "assert doc['format'] == 'bpc' and doc['version'] == 1\n"
+    "assert doc['format'] == 'bpc' and doc['version'] == 2\n"
+    "from gen_checkpoint import json_crc\n"
+    "assert doc['data_crc32'] == json_crc(ref), (doc['data_crc32'], json_crc(ref))\n"
     "conv = {'NaN': float('nan'), 'Infinity': float('inf'), '-Infinity': float('-inf')}\n"
     "for k, e in doc['tensors'].items():\n"
     "    vals = [conv.get(v, v) if isinstance(v, str) else v for v in e['data']]\n"
