@@ -64,7 +64,8 @@ if [ -z "${FUZZ_WORK:-}" ]; then
 fi
 mkdir -p "$FUZZ_WORK"
 
-# The checkpoint code is in io/, over core/; the harnesses link both folders' sources.
+# The checkpoint code is in io/ (checkpoint.c, ckpt_*.c), over core/; the harnesses link
+# those and core's sources (io/'s other files need the folders between).
 cflags=(-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
         -fno-omit-frame-pointer -std=c11 -D_POSIX_C_SOURCE=200809L -I"$root/core" -I"$root/io"
         $(pkg-config --cflags jansson libzip zlib))
@@ -72,7 +73,7 @@ libs=($(pkg-config --libs jansson libzip zlib) -lm -lpthread)
 objdir="$FUZZ_WORK/obj"
 mkdir -p "$objdir"
 objs=()
-for src in "$root"/core/*.c "$root"/io/*.c; do
+for src in "$root"/core/*.c "$root"/io/checkpoint.c "$root"/io/ckpt_*.c; do
     obj="$objdir/$(basename "$src" .c).o"
     "$cc" "${cflags[@]}" -c "$src" -o "$obj"
     objs+=("$obj")
