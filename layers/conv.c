@@ -11,7 +11,6 @@
 #include "conv_internal.h"
 #include "layer_input.h"
 
-
 static bp_status conv_update(bp_node *n, bp_tensor *x, bp_tensor **out);
 
 #define CONV_CLASS(NAME)                                                                     \
@@ -54,9 +53,9 @@ bp_status bp_conv_out_size(const bp_conv *c, int d, int64_t in, int64_t *out, in
     int64_t span = (k - 1) * dil + 1, lo = 0, hi = 0, padded;
     if (in < 0) return bp_fail(BP_ESHAPE, "%s: spatial dim %d has negative size %lld", who, d, (long long)in);
     if (c->padding == BP_PAD_SAME) {
-        /* o = ceil(in / s) <= in, so (o - 1) * s < in + s: no overflow below */
+        /* o = ceil(in / s), so 0 <= in - (o - 1) * s <= s: no sum below can overflow */
         int64_t o = in / s + (in % s != 0);
-        int64_t total = (o - 1) * s + span - in;
+        int64_t total = span - (in - (o - 1) * s);
         if (total < 0) total = 0;
         lo = total / 2;
         hi = total - lo;
