@@ -147,8 +147,10 @@ static bp_status pool_geom(const bp_pool *p, const bp_tensor *x, bp__pool_geom *
     }
     yshape[(*yd)++] = g->C;
     if (per_in > INT32_MAX || per_out > INT32_MAX)
-        return bp_fail(BP_ESHAPE, "%s: more than 2^31 positions per sample (%lld in, %lld out)", who,
-                       (long long)per_in, (long long)per_out);
+        return bp_fail(BP_ESHAPE,
+                       "%s: more than 2^31 positions per sample: input %lld x %lld x %lld, output %lld x %lld x %lld", who,
+                       (long long)g->in[0], (long long)g->in[1], (long long)g->in[2], (long long)g->out[0],
+                       (long long)g->out[1], (long long)g->out[2]);
     return BP_OK;
 }
 
