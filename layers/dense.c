@@ -42,6 +42,10 @@ bp_status bp_dense_new(bp_node **out, int64_t num_in, int64_t num_out, const bp_
     if (num_in < 1 || num_out < 1)
         return bp_fail(BP_EINVAL, "Dense: num_in and num_out must be >= 1, got %lld and %lld", (long long)num_in,
                        (long long)num_out);
+    int64_t nw;
+    if (__builtin_mul_overflow(num_in, num_out, &nw) || nw > INT64_MAX / 8)
+        return bp_fail(BP_EINVAL, "Dense: the weights W (num_in * num_out = %lld * %lld) would hold more than 2^60 values",
+                       (long long)num_in, (long long)num_out);
     bp_node *n;
     BP_TRY(bp_node_create(&n, &bp_dense_class, o.name, o.mode));
     bp_dense *d = (bp_dense *)n;

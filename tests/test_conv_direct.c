@@ -6,7 +6,8 @@
  * are all padding, output rows that split into uneven position blocks,
  * stride and dilation (non-unit kernels, strided dx on GEMM), groups,
  * asymmetric explicit padding, unbatched input, and Conv1d/Conv2d. Gradients
- * start from nonzero values, since backward accumulates into them.
+ * start from nonzero values, since the graph adds the op's own gradient
+ * buffer into them (the op writes that buffer, it never reads it).
  *
  * Tolerance: each value is a sum of n products; float32 rounding of any
  * summation order stays far below 1e-5 of sum |product| for n up to a few

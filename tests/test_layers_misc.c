@@ -278,6 +278,107 @@ static void test_maxpool_brute_force(void **state)
     }
 }
 
+/* Shape arithmetic that would overflow int64 is an error naming the argument
+ * and its values, at construction or at update, never a wrapped size (run
+ * under UBSan, the old code trapped on signed overflow here). */
+static void test_shape_overflow(void **state)
+{
+    (void)state;
+    bp_node *n = NULL;
+    bp_tensor *x, *y = NULL;
+    /* a dilated kernel beyond 2^31 - 1: (3 - 1) * 2147483647 + 1 */
+    bp_conv_opts o = bp_conv_defaults();
+    o.kernel_size[0] = o.kernel_size[1] = o.kernel_size[2] = 3;
+    o.dilation[1] = INT32_MAX;
+    BP_EXPECT_ERR(bp_conv3d_new(&n, 4, 8, &o), BP_EINVAL,
+                  "dilated kernel along dim 1, (kernel_size - 1) * dilation + 1 = (3 - 1) * 2147483647 + 1 = 4294967295");
+    /* kernel weights: 2^20 * 2^20 * 2^20 taps */
+    o = bp_conv_defaults();
+    o.kernel_size[0] = o.kernel_size[1] = o.kernel_size[2] = 1 << 20;
+    BP_EXPECT_ERR(bp_conv3d_new(&n, 4, 8, &o), BP_EINVAL, "has more than 2^60 weights");
+    BP_EXPECT_ERR(bp_dense_new(&n, (int64_t)1 << 40, (int64_t)1 << 40, NULL), BP_EINVAL,
+                  "num_in * num_out = 1099511627776 * 1099511627776");
+    /* explicit padding of 2^31 - 1 on every side: an output of 2^32 per dim */
+    o = bp_conv_defaults();
+    o.kernel_size[0] = o.kernel_size[1] = o.kernel_size[2] = 1;
+    o.padding = BP_PAD_EXPLICIT;
+    for (int d = 0; d < 3; d++) o.pad_lo[d] = o.pad_hi[d] = INT32_MAX;
+    BP_OK_OR_FAIL(bp_conv3d_new(&n, 1, 1, &o));
+    int64_t one[5] = {1, 1, 1, 1, 1};
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, one));
+    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE, "has more than 2^60 elements");
+    bp_tensor_free(x);
+    bp_node_free(n);
+    /* an empty batch whose spatial dims multiply past int64 */
+    int64_t huge[5] = {0, (int64_t)1 << 40, (int64_t)1 << 40, (int64_t)1 << 40, 1};
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, huge));
+    o = bp_conv_defaults();
+    o.kernel_size[0] = o.kernel_size[1] = o.kernel_size[2] = 3;
+    BP_OK_OR_FAIL(bp_conv3d_new(&n, 1, 1, &o));
+    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE, "empty input");
+    bp_node_free(n);
+    BP_OK_OR_FAIL(bp_maxpool_new(&n, 3, &(bp_pool_opts){.kernel_size = {1, 1, 1}}));
+    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE,
+                  "more than 2^31 positions per sample: input 1099511627776 x 1099511627776 x 1099511627776");
+    bp_node_free(n);
+    bp_tensor_free(x);
+    /* a pool's padded size past int64 */
+    int64_t longest[5] = {0, INT64_MAX, 1, 1, 1};
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, longest));
+    BP_OK_OR_FAIL(bp_avgpool_new(&n, 3, &(bp_pool_opts){.kernel_size = {2, 1, 1}, .pad_hi = {1, 0, 0}}));
+    BP_EXPECT_ERR(bp_node_update(n, x, &y), BP_ESHAPE,
+                  "spatial dim 0 of size 9223372036854775807 with padding (0, 1) overflows int64");
+    bp_node_free(n);
+    bp_tensor_free(x);
+}
+
+/* A dilation far beyond the input (but within the bound) is a legal SAME
+ * convolution: only the centre tap of a 3x3x3 kernel lands inside, so
+ * y = b + x . w[centre] and dx = dy . w[centre]^T, on every path the layer picks. */
+static void test_conv_huge_dilation(void **state)
+{
+    (void)state;
+    bp_mode train = bp_training_mode(1);
+    bp_conv_opts o = bp_conv_defaults();
+    o.mode = &train;
+    for (int d = 0; d < 3; d++) o.kernel_size[d] = 3, o.dilation[d] = 1 << 29;
+    bp_node *n;
+    BP_OK_OR_FAIL(bp_conv3d_new(&n, 4, 8, &o));
+    bp_conv *c = bp_conv_cast(n);
+    int64_t xs[5] = {1, 3, 3, 3, 4}, ys[5] = {1, 3, 3, 3, 8};
+    bp_tensor *x, *gx, *y, *dy;
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, xs));
+    BP_OK_OR_FAIL(bp_tensor_new(&gx, BP_REAL_DTYPE, 5, xs));
+    BP_OK_OR_FAIL(bp_tensor_new(&dy, BP_REAL_DTYPE, 5, ys));
+    for (int64_t i = 0; i < x->numel; i++) bp_tensor_set(x, i, (double)(i % 7) - 3);
+    for (int64_t i = 0; i < dy->numel; i++) bp_tensor_set(dy, i, (double)(i % 5) - 2);
+    for (int64_t i = 0; i < 8; i++) bp_tensor_set(c->b->value, i, 0.5 * (double)i);
+    BP_OK_OR_FAIL(bp_ag_make_leaf(x, gx));
+    BP_OK_OR_FAIL(bp_node_update(n, x, &y));
+    assert_true(bp_tensor_has_shape(y, 5, ys));
+    const int64_t centre = 13; /* tap (1, 1, 1) */
+    for (int64_t p = 0; p < 27; p++)
+        for (int64_t co = 0; co < 8; co++) {
+            double want = bp_tensor_get(c->b->value, co);
+            for (int64_t ci = 0; ci < 4; ci++)
+                want += bp_tensor_get(x, p * 4 + ci) * bp_tensor_get(c->w->value, (centre * 4 + ci) * 8 + co);
+            BP_ASSERT_CLOSE(bp_tensor_get(y, p * 8 + co), want, 1e-5, 1e-5);
+        }
+    BP_OK_OR_FAIL(bp_backward_with(y, dy));
+    for (int64_t p = 0; p < 27; p++)
+        for (int64_t ci = 0; ci < 4; ci++) {
+            double want = 0;
+            for (int64_t co = 0; co < 8; co++)
+                want += bp_tensor_get(dy, p * 8 + co) * bp_tensor_get(c->w->value, (centre * 4 + ci) * 8 + co);
+            BP_ASSERT_CLOSE(bp_tensor_get(gx, p * 4 + ci), want, 1e-5, 1e-5);
+        }
+    bp_tensor_free(y);
+    bp_tensor_free(dy);
+    bp_tensor_free(gx);
+    bp_tensor_free(x);
+    bp_node_free(n);
+}
+
 static void test_dense_flatten_dropout_activations(void **state)
 {
     (void)state;
@@ -408,6 +509,8 @@ int main(void)
         cmocka_unit_test_setup(test_conv_hand_worked, setup),
         cmocka_unit_test_setup(test_pool_hand_worked_and_errors, setup),
         cmocka_unit_test_setup(test_maxpool_brute_force, setup),
+        cmocka_unit_test_setup(test_shape_overflow, setup),
+        cmocka_unit_test_setup(test_conv_huge_dilation, setup),
         cmocka_unit_test_setup(test_dense_flatten_dropout_activations, setup),
         cmocka_unit_test_setup(test_sequential_tree, setup),
     };

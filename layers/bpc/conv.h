@@ -19,7 +19,9 @@
  *   pass for every stride, dilation, padding and group count, dw likewise
  *   when a group also has at least 8 input channels (4 with more than one
  *   vector of output channels), and dx when every stride is 1 and a group
- *   has at least 4 input channels.
+ *   has at least 4 input channels; each also needs the zero-padded row it
+ *   copies (the last spatial dim plus its padding) to be at most twice the
+ *   row plus 256 positions, so a dilation far beyond the input goes to GEMM.
  *   Workspace: the kernel packed in blocks of two vectors of output channels,
  *   groups * K * ceil(C_out/groups / 2V) * 2V reals (V = the vector width in
  *   reals, 16 floats with AVX-512; for dx the same with C_in and C_out
@@ -90,7 +92,10 @@ typedef struct bp_conv {
 
 /* Creates Conv1d / Conv2d / Conv3d. Errors (BP_EINVAL): channels < 1, a kernel
  * size < 1, stride or dilation < 0, negative explicit padding, groups < 1 or
- * not dividing C_in and C_out; BP_EMODE, BP_ENAME as for any node. */
+ * not dividing C_in and C_out, a dilated kernel (kernel_size - 1) * dilation + 1
+ * beyond 2^31 - 1, more than 2^60 weights; BP_EMODE, BP_ENAME as for any node.
+ * update() fails with BP_ESHAPE on an empty input, an input smaller than the
+ * dilated kernel, or an output of more than 2^60 elements. */
 bp_status bp_conv1d_new(bp_node **out, int64_t in_channels, int64_t out_channels, const bp_conv_opts *opts);
 bp_status bp_conv2d_new(bp_node **out, int64_t in_channels, int64_t out_channels, const bp_conv_opts *opts);
 bp_status bp_conv3d_new(bp_node **out, int64_t in_channels, int64_t out_channels, const bp_conv_opts *opts);

@@ -47,7 +47,8 @@ typedef struct bp_dense {
     bp_var *W, *b;           /* b NULL without bias */
 } bp_dense;
 
-/* Dense / Linear layer. BP_EINVAL for num_in or num_out < 1. Input (..., num_in). */
+/* Dense / Linear layer. BP_EINVAL for num_in or num_out < 1, or num_in * num_out
+ * beyond 2^60. Input (..., num_in). */
 bp_status bp_dense_new(bp_node **out, int64_t num_in, int64_t num_out, const bp_dense_opts *opts);
 #define bp_linear_new bp_dense_new
 

@@ -30,6 +30,13 @@ extern const bp_node_class bp_avgpool1d_class, bp_avgpool2d_class, bp_avgpool3d_
 extern const bp_node_class bp_adaptive_avgpool1d_class, bp_adaptive_avgpool2d_class,
     bp_adaptive_avgpool3d_class;
 
+/* Which pool a bp_pool is. */
+typedef enum bp_pool_kind {
+    BP_POOL_MAX = 0,          /* MaxPool */
+    BP_POOL_AVG = 1,          /* AvgPool */
+    BP_POOL_ADAPTIVE_AVG = 2  /* AdaptiveAvgPool */
+} bp_pool_kind;
+
 /* Options of the windowed pools; first n_spatial entries used; 0 stride = kernel. */
 typedef struct bp_pool_opts {
     int kernel_size[3];          /* required, >= 1 */
@@ -40,7 +47,9 @@ typedef struct bp_pool_opts {
 } bp_pool_opts;
 
 /* A windowed pool. Errors: BP_EINVAL (kernel < 1, stride < 0, padding < 0 or
- * not smaller than the kernel). */
+ * not smaller than the kernel). update() fails with BP_ESHAPE when an input
+ * is smaller than the kernel or a sample has more than 2^31 - 1 input or
+ * output positions. */
 bp_status bp_maxpool_new(bp_node **out, int n_spatial, const bp_pool_opts *opts);
 bp_status bp_avgpool_new(bp_node **out, int n_spatial, const bp_pool_opts *opts);
 /* An adaptive average pool to target_size[0..n_spatial-1] (each >= 1). */
@@ -51,7 +60,7 @@ bp_status bp_adaptive_avgpool_new(bp_node **out, int n_spatial, const int *targe
 typedef struct bp_pool {
     bp_node base;
     int n_spatial;
-    int kind;                    /* 0 max, 1 avg, 2 adaptive avg */
+    bp_pool_kind kind;
     int kernel_size[3], stride[3], pad_lo[3], pad_hi[3];
     int target_size[3];          /* adaptive only */
 } bp_pool;
