@@ -143,6 +143,63 @@ static void test_hand_worked(void **state)
     bp_node_free(s);
 }
 
+/* CosineAnnealingWarmRestarts divides i by num_call_per_epoch exactly (fractional epochs: the
+ * rate falls on every call, not once per epoch). Each value below is worked by hand from
+ * eta_min + (lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2 with T_cur, T_i from the epoch i / n. */
+static void test_warm_restarts_fractional_epochs(void **state)
+{
+    (void)state;
+    bp_node *s;
+    double v;
+    /* lr 0.1, 3 calls per epoch, T_0 2, T_mult 2, eta_min 0.01: (lr - eta_min) / 2 = 0.045. */
+    BP_OK_OR_FAIL(bp_scheduler_cosine_annealing_warm_restarts_new(&s, 0.1, 3, 2, 2, 0.01, -1, -1));
+    const struct {
+        int64_t i;
+        double want;
+    } mult2[] = {
+        {0, 0.1},                                        /* epoch 0: T_cur 0 */
+        {1, 0.01 + 0.045 * (1 + sqrt(3.0) / 2)},         /* epoch 1/3, T_i 2: cos(pi/6); 0.093971 */
+        {2, 0.0775},                                     /* epoch 2/3: cos(pi/3) = 1/2 */
+        {5, 0.01 + 0.045 * (1 - sqrt(3.0) / 2)},         /* epoch 5/3: cos(5pi/6) */
+        {6, 0.1},                                        /* epoch 2: first restart, cycle 1 (T_i 4) */
+        {9, 0.01 + 0.045 * (1 + sqrt(2.0) / 2)},         /* epoch 3: T_cur 1 of 4, cos(pi/4) */
+        {17, 0.01 + 0.045 * (1 + cos(11 * 3.141592653589793 / 12))}, /* epoch 17/3: T_cur 11/3 of 4 */
+        {18, 0.1},                                       /* epoch 6: second restart (T_i 8) */
+        {30, 0.01 + 0.045 * 1.0},                        /* epoch 10: T_cur 4 of 8, cos(pi/2) = 0 */
+    };
+    for (size_t k = 0; k < sizeof mult2 / sizeof mult2[0]; k++) {
+        BP_OK_OR_FAIL(bp_scheduler_lr_at(s, mult2[k].i, &v));
+        if (!(fabs(v - mult2[k].want) <= 1e-15))
+            fail_msg("T_mult 2, i = %lld: %.17g, expected %.17g", (long long)mult2[k].i, v, mult2[k].want);
+    }
+    /* lr() follows the calls: after one step_call it is the i = 1 value. */
+    BP_OK_OR_FAIL(bp_scheduler_step_call(s));
+    BP_OK_OR_FAIL(bp_scheduler_lr(s, &v));
+    BP_ASSERT_CLOSE(v, 0.01 + 0.045 * (1 + sqrt(3.0) / 2), 1e-15, 0);
+    bp_node_free(s);
+
+    /* T_mult 1: lr 0.1, 2 calls per epoch, T_0 3, eta_min 0: T_cur = epoch mod 3. */
+    BP_OK_OR_FAIL(bp_scheduler_cosine_annealing_warm_restarts_new(&s, 0.1, 2, 3, 1, 0.0, -1, -1));
+    const struct {
+        int64_t i;
+        double want;
+    } mult1[] = {
+        {1, 0.05 * (1 + sqrt(3.0) / 2)}, /* epoch 1/2: cos(pi/6) */
+        {3, 0.05},                       /* epoch 3/2: cos(pi/2) */
+        {5, 0.05 * (1 - sqrt(3.0) / 2)}, /* epoch 5/2: cos(5pi/6) */
+        {6, 0.1},                        /* epoch 3: restart */
+        {7, 0.05 * (1 + sqrt(3.0) / 2)}, /* epoch 7/2: T_cur 1/2 */
+        {11, 0.05 * (1 - sqrt(3.0) / 2)},
+        {12, 0.1},
+    };
+    for (size_t k = 0; k < sizeof mult1 / sizeof mult1[0]; k++) {
+        BP_OK_OR_FAIL(bp_scheduler_lr_at(s, mult1[k].i, &v));
+        if (!(fabs(v - mult1[k].want) <= 1e-15))
+            fail_msg("T_mult 1, i = %lld: %.17g, expected %.17g", (long long)mult1[k].i, v, mult1[k].want);
+    }
+    bp_node_free(s);
+}
+
 static void expect_counter(bp_node *s, const char *attr, int64_t want)
 {
     bp_var *v = bp_node_var(s, attr);
@@ -307,6 +364,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_sequences, setup),
         cmocka_unit_test_setup(test_hand_worked, setup),
+        cmocka_unit_test_setup(test_warm_restarts_fractional_epochs, setup),
         cmocka_unit_test_setup(test_counters_are_vars, setup),
         cmocka_unit_test_setup(test_errors, setup),
     };
