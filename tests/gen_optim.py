@@ -326,6 +326,12 @@ def main():
         w.add("net_x", NET_X)
         w.add("net_t", NET_T)
 
+    # Every value just written must agree with the formulas written again,
+    # independently, from the semantics (tests/ref_optim_spec.py).
+    import ref_optim_spec
+    if ref_optim_spec.main() != 0:
+        raise SystemExit("gen_optim.py: the fixtures disagree with tests/ref_optim_spec.py")
+
 
 if __name__ == "__main__":
     main()
