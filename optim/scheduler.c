@@ -117,27 +117,37 @@ static double cosine(double lr, double eta_min, double cur, double period)
     return eta_min + (lr - eta_min) * (1.0 + cos(SCHED_PI * cur / period)) / 2.0;
 }
 
-/* Epoch e of CosineAnnealingWarmRestarts -> (T_cur, T_i), all in integers. */
-static void warm_restart_cycle(const sched *s, int64_t e, int64_t *t_cur, int64_t *t_i)
+/* CosineAnnealingWarmRestarts at call i -> (T_cur, T_i), in epochs. The
+ * epoch is i / num_call_per_epoch, a true division: T_cur is fractional and
+ * the rate falls on every call. Cycle k lasts T_0*T_mult^k epochs, so cycle
+ * starts are whole epochs, i.e. multiples of num_call_per_epoch calls; the
+ * cycle holding i is found in integer calls (BrainPy's
+ * n = floor(log(epoch/T_0*(T_mult-1) + 1) / log(T_mult)) in floating point can
+ * land one cycle short at an exact cycle start), and T_cur is rounded once,
+ * from the whole calls since that start. */
+static void warm_restart_cycle(const sched *s, int64_t i, double *t_cur, double *t_i)
 {
-    if (e < s->t_0) {
-        *t_cur = e;
-        *t_i = s->t_0;
-    } else if (s->t_mult == 1) {
-        *t_cur = e % s->t_0;
-        *t_i = s->t_0;
+    const int64_t per = s->per_epoch;
+    int64_t start = 0;     /* the first call of the cycle holding i */
+    int64_t len = s->t_0;  /* that cycle's length in epochs */
+    double t_len = (double)len;
+    if (s->t_mult == 1) {
+        /* T_cur = epoch mod T_0 once epoch >= T_0; a cycle too long for int64 calls never ends. */
+        if (i >= 0 && len <= INT64_MAX / per) start = i - i % (len * per);
     } else {
-        /* Cycle k spans T_0*T_mult^k epochs from start_k = T_0*(T_mult^k - 1)/(T_mult - 1);
-         * at most 63 rounds since the period at least doubles. */
-        int64_t start = 0, period = s->t_0;
-        while (e - start >= period) {
-            start += period;
-            if (period > INT64_MAX / s->t_mult) break; /* the next cycle outlasts any int64 epoch */
-            period *= s->t_mult;
+        /* At most 63 rounds: the length at least doubles. */
+        while (i >= 0 && len <= INT64_MAX / per && i - start >= len * per) {
+            start += len * per;
+            if (len > INT64_MAX / s->t_mult) { /* the next cycle outlasts any int64 call index */
+                t_len = (double)len * (double)s->t_mult;
+                break;
+            }
+            len *= s->t_mult;
+            t_len = (double)len;
         }
-        *t_cur = e - start;
-        *t_i = period;
     }
+    *t_cur = (double)(i - start) / (double)per;
+    *t_i = t_len;
 }
 
 static double sched_value(const sched *s, int64_t i)
@@ -172,9 +182,9 @@ static double sched_value(const sched *s, int64_t i)
         return s->values[p];
     }
     case SK_WARM_RESTARTS: {
-        int64_t t_cur, t_i;
-        warm_restart_cycle(s, floor_div(i, s->per_epoch), &t_cur, &t_i);
-        return cosine(s->lr, s->eta_min, (double)t_cur, (double)t_i);
+        double t_cur, t_i;
+        warm_restart_cycle(s, i, &t_cur, &t_i);
+        return cosine(s->lr, s->eta_min, t_cur, t_i);
     }
     }
     return NAN;

@@ -11,6 +11,7 @@ counts milestones < i). Run with Debian's python: /usr/bin/python3 tests/gen_opt
 """
 import math
 import os
+from fractions import Fraction
 
 import numpy as np
 
@@ -89,20 +90,21 @@ def piecewise_constant_lr(boundaries, values, last_epoch=-1, last_call=-1):
 
 def cosine_annealing_warm_restarts(lr, num_call_per_epoch, t_0, t_mult=1, eta_min=0.0, last_epoch=-1, last_call=-1):
     def f(i):
-        epoch = math.floor(i / num_call_per_epoch)
+        # A true division: the epoch is fractional and the rate falls on every call.
+        epoch = Fraction(i, num_call_per_epoch)
         if epoch < t_0:
             t_cur, t_i = epoch, t_0
         elif t_mult == 1:
             t_cur, t_i = epoch % t_0, t_0
         else:
             # BrainPy: n = floor(log(epoch/T_0*(T_mult-1)+1)/log(T_mult)), in floating point;
-            # the same n in exact integers (float log can fall one short at a cycle start).
+            # the same n in exact rationals (float log can fall one short at a cycle start).
             n = 0
-            while t_0 * (t_mult ** (n + 1) - 1) // (t_mult - 1) <= epoch:
+            while Fraction(t_0 * (t_mult ** (n + 1) - 1), t_mult - 1) <= epoch:
                 n += 1
-            t_cur = epoch - t_0 * (t_mult ** n - 1) // (t_mult - 1)
+            t_cur = epoch - Fraction(t_0 * (t_mult ** n - 1), t_mult - 1)
             t_i = t_0 * t_mult ** n
-        return eta_min + (lr - eta_min) * (1 + math.cos(np.pi * t_cur / t_i)) / 2
+        return eta_min + (lr - eta_min) * (1 + math.cos(np.pi * float(t_cur) / t_i)) / 2
     return Sched(f, True, last_epoch, last_call)
 
 
@@ -323,6 +325,12 @@ def main():
             w.add("b_" + k, v[2])
         w.add("net_x", NET_X)
         w.add("net_t", NET_T)
+
+    # Every value just written must agree with the formulas written again,
+    # independently, from the semantics (tests/ref_optim_spec.py).
+    import ref_optim_spec
+    if ref_optim_spec.main() != 0:
+        raise SystemExit("gen_optim.py: the fixtures disagree with tests/ref_optim_spec.py")
 
 
 if __name__ == "__main__":

@@ -588,6 +588,155 @@ static void test_hand_worked_steps(void **state)
     bp_node_free(m);
 }
 
+/* Hand-worked steps of each rule's fine points, from the written BrainPy 2.8.2
+ * semantics (not from the code): weight decay as (1 - wd) * p, not scaled by
+ * lr (SGD, Momentum, Adam, RMSProp, Adagrad); AdamW's p *= 1 - lr*wd with the
+ * un-corrected lr; eps added to the un-corrected sqrt(v) (so a large eps
+ * shows: PyTorch's sqrt(v_hat) + eps would give another value); Adam's bias
+ * correction at t = 2; AMSGrad's running max; RMSProp's and Adagrad's eps
+ * inside the square root; Adagrad's cache summing g^2 over steps. Each case
+ * starts from p2[0] = 0.75 with a fresh optimizer over the quadratic's vars
+ * (p1's gradient zero). */
+#ifdef BP_REAL_DOUBLE
+#define HAND_TOL 1e-15
+#else
+#define HAND_TOL 1e-6
+#endif
+
+/* Fills p2's gradient with g (p1's with 0) and runs one update. */
+static void step_p2(bp_node *m, bp_node *opt, double g)
+{
+    bp_tensor_fill(bp_node_var(m, "p1")->grad, 0.0);
+    bp_tensor_fill(bp_node_var(m, "p2")->grad, g);
+    BP_OK_OR_FAIL(bp_optim_update(opt));
+}
+
+static void expect_p2(bp_node *m, double want, const char *what)
+{
+    double got = bp_tensor_get(bp_node_var(m, "p2")->value, 0);
+    if (!(fabs(got - want) <= HAND_TOL * fmax(1.0, fabs(want))))
+        fail_msg("%s: p2[0] = %.17g, expected %.17g", what, got, want);
+}
+
+static void test_hand_worked_rules(void **state)
+{
+    (void)state;
+    bp_node *m, *opt;
+    bp_collector *tv;
+
+    /* SGD, lr 0.25, wd 0.5, g 2: (1 - 0.5) * 0.75 - 0.25 * 2 = -0.125 (lr*wd would give 0.40625). */
+    m = quad_new();
+    tv = train_vars_of(m);
+    bp_sgd_opts so = bp_sgd_defaults();
+    so.lr = 0.25;
+    so.weight_decay = 0.5;
+    so.train_vars = tv;
+    BP_OK_OR_FAIL(bp_sgd_new(&opt, &so));
+    step_p2(m, opt, 2.0);
+    expect_p2(m, -0.125, "SGD wd");
+    bp_node_free(opt);
+    bp_collector_free(tv);
+    bp_node_free(m);
+
+    /* Momentum 0.5, lr 0.25, wd 0.5, g 2 twice: v1 = -0.5, p1 = 0.375 - 0.5 = -0.125;
+     * v2 = -0.25 - 0.5 = -0.75, p2 = -0.0625 - 0.75 = -0.8125. */
+    m = quad_new();
+    tv = train_vars_of(m);
+    bp_momentum_opts mo = bp_momentum_defaults();
+    mo.lr = 0.25;
+    mo.momentum = 0.5;
+    mo.weight_decay = 0.5;
+    mo.train_vars = tv;
+    BP_OK_OR_FAIL(bp_momentum_new(&opt, &mo));
+    step_p2(m, opt, 2.0);
+    expect_p2(m, -0.125, "Momentum wd step 1");
+    step_p2(m, opt, 2.0);
+    expect_p2(m, -0.8125, "Momentum wd step 2");
+    bp_node_free(opt);
+    bp_collector_free(tv);
+    bp_node_free(m);
+
+    /* Adam, lr 0.125, eps 1, wd 0.5, g 4 then 2.
+     * t = 1: m = 0.4, v = 0.016, lr_t = 0.125 / 0.1 * sqrt(0.001);
+     *        p = 0.5 * 0.75 - lr_t * 0.4 / (sqrt(0.016) + 1).
+     * t = 2: m = 0.36 + 0.2 = 0.56, v = 0.015984 + 0.004 = 0.019984,
+     *        lr_t = 0.125 / 0.19 * sqrt(0.001999); p = 0.5 * p - lr_t * 0.56 / (sqrt(0.019984) + 1). */
+    m = quad_new();
+    tv = train_vars_of(m);
+    bp_adam_opts ao = bp_adam_defaults();
+    ao.lr = 0.125;
+    ao.eps = 1.0;
+    ao.weight_decay = 0.5;
+    ao.train_vars = tv;
+    BP_OK_OR_FAIL(bp_adam_new(&opt, &ao));
+    step_p2(m, opt, 4.0);
+    double p = 0.5 * 0.75 - 0.125 / 0.1 * sqrt(0.001) * 0.4 / (sqrt(0.016) + 1.0);
+    expect_p2(m, p, "Adam t=1");
+    step_p2(m, opt, 2.0);
+    p = 0.5 * p - 0.125 / 0.19 * sqrt(0.001999) * 0.56 / (sqrt(0.019984) + 1.0);
+    expect_p2(m, p, "Adam t=2");
+    bp_node_free(opt);
+    bp_collector_free(tv);
+    bp_node_free(m);
+
+    /* AdamW with AMSGrad, lr 0.125, beta2 0.5, wd 0.5, eps 1, g 4 then 0.
+     * t = 1: m = 0.4, v = 8, bc1 = 0.1, bc2 = 0.5;
+     *        p = 0.75 * (1 - 0.0625) - 0.125 * sqrt(0.5) / 0.1 * 0.4 / (sqrt(8) + 1).
+     * t = 2: m = 0.36, v = 4 < vmax = 8, so the denominator keeps sqrt(8) + 1; bc1 = 0.19, bc2 = 0.75;
+     *        p = p * (1 - 0.0625) - 0.125 * sqrt(0.75) / 0.19 * 0.36 / (sqrt(8) + 1). */
+    m = quad_new();
+    tv = train_vars_of(m);
+    bp_adamw_opts wo = bp_adamw_defaults();
+    wo.lr = 0.125;
+    wo.beta2 = 0.5;
+    wo.eps = 1.0;
+    wo.weight_decay = 0.5;
+    wo.amsgrad = true;
+    wo.train_vars = tv;
+    BP_OK_OR_FAIL(bp_adamw_new(&opt, &wo));
+    step_p2(m, opt, 4.0);
+    p = 0.75 * (1 - 0.0625) - 0.125 * sqrt(0.5) / 0.1 * 0.4 / (sqrt(8.0) + 1.0);
+    expect_p2(m, p, "AdamW amsgrad t=1");
+    step_p2(m, opt, 0.0);
+    p = p * (1 - 0.0625) - 0.125 * sqrt(0.75) / 0.19 * 0.36 / (sqrt(8.0) + 1.0);
+    expect_p2(m, p, "AdamW amsgrad t=2");
+    bp_node_free(opt);
+    bp_collector_free(tv);
+    bp_node_free(m);
+
+    /* RMSProp, lr 0.1, rho 0.5, epsilon 1, wd 0.5, g 2: c = 2, p = 0.375 - 0.2 / sqrt(3). */
+    m = quad_new();
+    tv = train_vars_of(m);
+    bp_rmsprop_opts ro = bp_rmsprop_defaults();
+    ro.lr = 0.1;
+    ro.rho = 0.5;
+    ro.epsilon = 1.0;
+    ro.weight_decay = 0.5;
+    ro.train_vars = tv;
+    BP_OK_OR_FAIL(bp_rmsprop_new(&opt, &ro));
+    step_p2(m, opt, 2.0);
+    expect_p2(m, 0.375 - 0.2 / sqrt(3.0), "RMSProp");
+    bp_node_free(opt);
+    bp_collector_free(tv);
+    bp_node_free(m);
+
+    /* Adagrad, lr 0.3, epsilon 1, g 2 twice: c = 4 then 8;
+     * p = 0.75 - 0.6 / sqrt(5) - 0.6 / sqrt(9) = 0.55 - 0.6 / sqrt(5). */
+    m = quad_new();
+    tv = train_vars_of(m);
+    bp_adagrad_opts go = bp_adagrad_defaults();
+    go.lr = 0.3;
+    go.epsilon = 1.0;
+    go.train_vars = tv;
+    BP_OK_OR_FAIL(bp_adagrad_new(&opt, &go));
+    step_p2(m, opt, 2.0);
+    step_p2(m, opt, 2.0);
+    expect_p2(m, 0.55 - 0.6 / sqrt(5.0), "Adagrad");
+    bp_node_free(opt);
+    bp_collector_free(tv);
+    bp_node_free(m);
+}
+
 /* A tensor large enough for the kernels' OpenMP split (>= 32768 elements)
  * gives, element by element, the same bits as a small one updated by the
  * calling thread alone: element i of "big" mirrors element i % 7 of "small". */
@@ -1054,6 +1203,7 @@ int main(void)
         cmocka_unit_test_setup(test_vars_and_state_dict, setup),
         cmocka_unit_test_setup(test_register_twice_keeps_state, setup),
         cmocka_unit_test_setup(test_hand_worked_steps, setup),
+        cmocka_unit_test_setup(test_hand_worked_rules, setup),
         cmocka_unit_test_setup(test_parallel_split_matches_serial, setup),
         cmocka_unit_test_setup(test_checkpoint_round_trip, setup),
         cmocka_unit_test_setup(test_update_without_vars, setup),

@@ -143,6 +143,165 @@ static void test_hand_worked(void **state)
     bp_node_free(s);
 }
 
+/* lr_at(i) of s against want, within 1e-15 (all values here are <= 1). */
+static void expect_at(const bp_node *s, int64_t i, double want)
+{
+    double v;
+    BP_OK_OR_FAIL(bp_scheduler_lr_at(s, i, &v));
+    if (!(fabs(v - want) <= 1e-15)) fail_msg("%s at i = %lld: %.17g, expected %.17g", bp_node_name(s), (long long)i, v, want);
+}
+
+/* Step 0, the last value before and the first after each boundary, and far
+ * past the end, for every schedule; each value worked by hand from the
+ * written formulas (i = last_epoch + 1 or last_call + 1, so i = 0 first). */
+static void test_hand_worked_edges(void **state)
+{
+    (void)state;
+    bp_node *s;
+    /* StepLR(1, 3, 0.5): floor(i / 3) decays. */
+    BP_OK_OR_FAIL(bp_scheduler_step_lr_new(&s, 1.0, 3, 0.5, -1));
+    expect_at(s, 0, 1.0);
+    expect_at(s, 2, 1.0);
+    expect_at(s, 3, 0.5);
+    expect_at(s, 6, 0.25);
+    bp_node_free(s);
+    /* MultiStepLR(1, [2, 5], 0.1): milestones strictly below i. */
+    const int64_t ms[] = {2, 5};
+    BP_OK_OR_FAIL(bp_scheduler_multi_step_lr_new(&s, 1.0, ms, 2, 0.1, -1));
+    expect_at(s, 0, 1.0);
+    expect_at(s, 2, 1.0);
+    expect_at(s, 3, 0.1);
+    expect_at(s, 5, 0.1);
+    expect_at(s, 6, 0.1 * 0.1);
+    bp_node_free(s);
+    /* ExponentialLR(1, 0.5): 0.5^i. */
+    BP_OK_OR_FAIL(bp_scheduler_exponential_lr_new(&s, 1.0, 0.5, -1));
+    expect_at(s, 0, 1.0);
+    expect_at(s, 3, 0.125);
+    bp_node_free(s);
+    /* CosineAnnealingLR(1, 4, 0): periodic past T_max (BrainPy's closed form). */
+    BP_OK_OR_FAIL(bp_scheduler_cosine_annealing_lr_new(&s, 1.0, 4, 0.0, -1));
+    expect_at(s, 0, 1.0);
+    expect_at(s, 1, (1 + sqrt(2.0) / 2) / 2);
+    expect_at(s, 5, (1 - sqrt(2.0) / 2) / 2);
+    expect_at(s, 6, 0.5);
+    expect_at(s, 8, 1.0);
+    bp_node_free(s);
+    /* ExponentialDecayLR(1, 4, 0.5): continuous, no staircase: 0.5^(i/4). */
+    BP_OK_OR_FAIL(bp_scheduler_exponential_decay_lr_new(&s, 1.0, 4, 0.5, -1, -1));
+    expect_at(s, 0, 1.0);
+    expect_at(s, 2, sqrt(0.5));
+    expect_at(s, 4, 0.5);
+    expect_at(s, 6, 0.5 * sqrt(0.5));
+    bp_node_free(s);
+    /* InverseTimeDecayLR(1, 4, 0.5): 1 / (1 + 0.5 i / 4); staircase: floor(i / 4). */
+    BP_OK_OR_FAIL(bp_scheduler_inverse_time_decay_lr_new(&s, 1.0, 4, 0.5, false, -1, -1));
+    expect_at(s, 3, 1.0 / 1.375);
+    expect_at(s, 4, 1.0 / 1.5);
+    bp_node_free(s);
+    BP_OK_OR_FAIL(bp_scheduler_inverse_time_decay_lr_new(&s, 1.0, 4, 0.5, true, -1, -1));
+    expect_at(s, 0, 1.0);
+    expect_at(s, 3, 1.0);
+    expect_at(s, 4, 1.0 / 1.5);
+    expect_at(s, 7, 1.0 / 1.5);
+    expect_at(s, 8, 0.5);
+    bp_node_free(s);
+    /* PolynomialDecayLR(1, 4, 0.1, power 2): (1 - min(i,4)/4)^2 * 0.9 + 0.1. */
+    BP_OK_OR_FAIL(bp_scheduler_polynomial_decay_lr_new(&s, 1.0, 4, 0.1, 2.0, -1, -1));
+    expect_at(s, 0, 1.0);
+    expect_at(s, 3, 0.0625 * 0.9 + 0.1);
+    expect_at(s, 4, 0.1);
+    expect_at(s, 1000, 0.1);
+    bp_node_free(s);
+    /* power 0: (1 - 1)^0 = 1 past the end, so the formula never decays (as BrainPy's). */
+    BP_OK_OR_FAIL(bp_scheduler_polynomial_decay_lr_new(&s, 1.0, 4, 0.1, 0.0, -1, -1));
+    expect_at(s, 2, 1.0);
+    expect_at(s, 9, 1.0);
+    bp_node_free(s);
+    /* PiecewiseConstantLR([0, 3], [0.5, 0.25, 0.125]): values[#{b : i > b}]. */
+    const int64_t b[] = {0, 3};
+    const double vals[] = {0.5, 0.25, 0.125};
+    BP_OK_OR_FAIL(bp_scheduler_piecewise_constant_lr_new(&s, b, 2, vals, 3, -1, -1));
+    expect_at(s, 0, 0.5);
+    expect_at(s, 1, 0.25);
+    expect_at(s, 3, 0.25);
+    expect_at(s, 4, 0.125);
+    expect_at(s, 1000, 0.125);
+    bp_node_free(s);
+    /* Warm restarts, T_0 1, T_mult 10, 1 call per epoch: cycles start at epochs 0, 1, 11, 111.
+     * At 111 the float log of the written formula gives n = 2 (T_i 100, T_cur 100: eta_min);
+     * the exact cycle is n = 3, a restart: lr. */
+    BP_OK_OR_FAIL(bp_scheduler_cosine_annealing_warm_restarts_new(&s, 1.0, 1, 1, 10, 0.0, -1, -1));
+    expect_at(s, 11, 1.0);
+    expect_at(s, 61, 0.5);   /* T_cur 50 of 100 */
+    expect_at(s, 111, 1.0);
+    expect_at(s, 110, (1 + cos(3.141592653589793 * 99 / 100)) / 2);
+    bp_node_free(s);
+    /* A constructor's last_call moves the start: last_call 5, 3 calls per epoch -> i = 6, epoch 2. */
+    BP_OK_OR_FAIL(bp_scheduler_cosine_annealing_warm_restarts_new(&s, 0.1, 3, 4, 1, 0.0, -1, 5));
+    double v;
+    BP_OK_OR_FAIL(bp_scheduler_lr(s, &v));
+    BP_ASSERT_CLOSE(v, 0.05 * (1 + cos(3.141592653589793 * 2 / 4)), 1e-15, 0);
+    bp_node_free(s);
+}
+
+/* CosineAnnealingWarmRestarts divides i by num_call_per_epoch exactly (fractional epochs: the
+ * rate falls on every call, not once per epoch). Each value below is worked by hand from
+ * eta_min + (lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2 with T_cur, T_i from the epoch i / n. */
+static void test_warm_restarts_fractional_epochs(void **state)
+{
+    (void)state;
+    bp_node *s;
+    double v;
+    /* lr 0.1, 3 calls per epoch, T_0 2, T_mult 2, eta_min 0.01: (lr - eta_min) / 2 = 0.045. */
+    BP_OK_OR_FAIL(bp_scheduler_cosine_annealing_warm_restarts_new(&s, 0.1, 3, 2, 2, 0.01, -1, -1));
+    const struct {
+        int64_t i;
+        double want;
+    } mult2[] = {
+        {0, 0.1},                                        /* epoch 0: T_cur 0 */
+        {1, 0.01 + 0.045 * (1 + sqrt(3.0) / 2)},         /* epoch 1/3, T_i 2: cos(pi/6); 0.093971 */
+        {2, 0.0775},                                     /* epoch 2/3: cos(pi/3) = 1/2 */
+        {5, 0.01 + 0.045 * (1 - sqrt(3.0) / 2)},         /* epoch 5/3: cos(5pi/6) */
+        {6, 0.1},                                        /* epoch 2: first restart, cycle 1 (T_i 4) */
+        {9, 0.01 + 0.045 * (1 + sqrt(2.0) / 2)},         /* epoch 3: T_cur 1 of 4, cos(pi/4) */
+        {17, 0.01 + 0.045 * (1 + cos(11 * 3.141592653589793 / 12))}, /* epoch 17/3: T_cur 11/3 of 4 */
+        {18, 0.1},                                       /* epoch 6: second restart (T_i 8) */
+        {30, 0.01 + 0.045 * 1.0},                        /* epoch 10: T_cur 4 of 8, cos(pi/2) = 0 */
+    };
+    for (size_t k = 0; k < sizeof mult2 / sizeof mult2[0]; k++) {
+        BP_OK_OR_FAIL(bp_scheduler_lr_at(s, mult2[k].i, &v));
+        if (!(fabs(v - mult2[k].want) <= 1e-15))
+            fail_msg("T_mult 2, i = %lld: %.17g, expected %.17g", (long long)mult2[k].i, v, mult2[k].want);
+    }
+    /* lr() follows the calls: after one step_call it is the i = 1 value. */
+    BP_OK_OR_FAIL(bp_scheduler_step_call(s));
+    BP_OK_OR_FAIL(bp_scheduler_lr(s, &v));
+    BP_ASSERT_CLOSE(v, 0.01 + 0.045 * (1 + sqrt(3.0) / 2), 1e-15, 0);
+    bp_node_free(s);
+
+    /* T_mult 1: lr 0.1, 2 calls per epoch, T_0 3, eta_min 0: T_cur = epoch mod 3. */
+    BP_OK_OR_FAIL(bp_scheduler_cosine_annealing_warm_restarts_new(&s, 0.1, 2, 3, 1, 0.0, -1, -1));
+    const struct {
+        int64_t i;
+        double want;
+    } mult1[] = {
+        {1, 0.05 * (1 + sqrt(3.0) / 2)}, /* epoch 1/2: cos(pi/6) */
+        {3, 0.05},                       /* epoch 3/2: cos(pi/2) */
+        {5, 0.05 * (1 - sqrt(3.0) / 2)}, /* epoch 5/2: cos(5pi/6) */
+        {6, 0.1},                        /* epoch 3: restart */
+        {7, 0.05 * (1 + sqrt(3.0) / 2)}, /* epoch 7/2: T_cur 1/2 */
+        {11, 0.05 * (1 - sqrt(3.0) / 2)},
+        {12, 0.1},
+    };
+    for (size_t k = 0; k < sizeof mult1 / sizeof mult1[0]; k++) {
+        BP_OK_OR_FAIL(bp_scheduler_lr_at(s, mult1[k].i, &v));
+        if (!(fabs(v - mult1[k].want) <= 1e-15))
+            fail_msg("T_mult 1, i = %lld: %.17g, expected %.17g", (long long)mult1[k].i, v, mult1[k].want);
+    }
+    bp_node_free(s);
+}
+
 static void expect_counter(bp_node *s, const char *attr, int64_t want)
 {
     bp_var *v = bp_node_var(s, attr);
@@ -307,6 +466,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_sequences, setup),
         cmocka_unit_test_setup(test_hand_worked, setup),
+        cmocka_unit_test_setup(test_warm_restarts_fractional_epochs, setup),
+        cmocka_unit_test_setup(test_hand_worked_edges, setup),
         cmocka_unit_test_setup(test_counters_are_vars, setup),
         cmocka_unit_test_setup(test_errors, setup),
     };

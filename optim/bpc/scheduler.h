@@ -26,16 +26,16 @@
  *                                 (1 - j / decay_steps)^power * (lr - final_lr) + final_lr
  *   PiecewiseConstantLR  (call)   values[#{b in boundaries : i > b}]
  *   CosineAnnealingWarmRestarts (call)
- *                                 e = floor(i / num_call_per_epoch); if e < T_0: T_cur = e, T_i = T_0;
- *                                 else with T_mult = 1: T_cur = e mod T_0, T_i = T_0; else the
- *                                 cycle n holding e (cycle k lasts T_0*T_mult^k epochs):
- *                                 T_cur = e - T_0*(T_mult^n - 1)/(T_mult - 1), T_i = T_0*T_mult^n;
+ *                                 e = i / num_call_per_epoch, a true division (fractional
+ *                                 epochs: the rate falls on every call); if e < T_0:
+ *                                 T_cur = e, T_i = T_0; else with T_mult = 1: T_cur = e mod T_0,
+ *                                 T_i = T_0; else the cycle n holding e (cycle k lasts
+ *                                 T_0*T_mult^k epochs): T_cur = e - T_0*(T_mult^n - 1)/(T_mult - 1),
+ *                                 T_i = T_0*T_mult^n;
  *                                 eta_min + (lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2.
  *                                 BrainPy finds n as floor(log(e/T_0*(T_mult-1)+1)/log(T_mult))
  *                                 in floating point, which can land one cycle short at an
  *                                 exact cycle start; bpc finds n with integer arithmetic.
- * The semantics file gives no formula for CosineAnnealingLR / WarmRestarts;
- * the two above are BrainPy's scheduler.py as we know it.
  *
  * Values are computed in double whatever the flavour. Hyperparameters are
  * checked as BrainPy checks them (gamma in [0, 1], step_size >= 1, last_epoch
