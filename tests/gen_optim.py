@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Writes tests/data/optim_*.txt: float64 reference values of BrainPy 2.8.2's
 optimizers and schedulers (brainpy/optim/optimizer.py and scheduler.py as
-summarised in ../shared/reference/brainpy-semantics.md section 3), for
+summarised in docs/brainpy-semantics.md section 3), for
 tests/test_optim*.c and tests/test_scheduler*.c.
 
 BrainPy itself is not needed: its update rules and schedules are written out
