@@ -20,6 +20,7 @@
 #include <bpc/dense.h>
 #include <bpc/layernorm.h>
 #include <bpc/groupnorm.h>
+#include <bpc/unet.h>
 #include <bpc/pool.h>
 #include <bpc/optimizer.h>
 #include <bpc/scheduler.h>
