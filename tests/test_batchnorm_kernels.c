@@ -328,6 +328,57 @@ static void test_constant_channel(void **s)
     free(y);
 }
 
+/* Hard data for the statistics, against a double two-pass reference, each at
+ * least as accurate as PyTorch 1.13's float32 CPU batch norm on the same data
+ * (torch.native_batch_norm in training mode on these 8192 values, generated
+ * by this file's generator in Python; its most accurate layout, (1, 1, 8192),
+ * gave the numbers below, its (8192, 1) layout 6.2e-6 / 2.8e-4 for the outlier
+ * and 9.9e-6 / 2.8e-3 for the offset):
+ *   outlier: N(0,1) with the first row 1000 (the first row is the shift of the
+ *            shifted sums): var relative error 8.9e-8, max |y error| 5.2e-6;
+ *            with the sums in float lanes bpc had 6.1e-6 and 2.7e-4 here;
+ *   offset:  1e4 + N(0,1): var 2.0e-7, y 7.9e-4 (the mean's own rounding:
+ *            half an ulp of 1e4 is 4.9e-4);
+ *   constant 0.1: PyTorch's y is off by 2.9e-7; bpc's is exactly 0.
+ * C = 1, M = 8192: one block whose shift is the first row. */
+typedef enum { HARD_OUTLIER, HARD_OFFSET, HARD_CONSTANT } hard_kind;
+
+static void check_hard_statistics(hard_kind kind, double torch_var_rel, double torch_y_abs)
+{
+    const int64_t M = 8192;
+    rng_seed(16);
+    bp_real *x = reals((size_t)M), *y = reals((size_t)M), mean, invstd, var;
+    for (int64_t r = 0; r < M; r++)
+        x[r] = kind == HARD_CONSTANT ? (bp_real)0.1 : (bp_real)((kind == HARD_OFFSET ? 1e4 : 0.0) + rng_normal());
+    if (kind == HARD_OUTLIER) x[0] = 1000;
+    double m = 0, v = 0, yerr = 0;
+    for (int64_t r = 0; r < M; r++) m += (double)x[r];
+    m /= (double)M;
+    for (int64_t r = 0; r < M; r++) v += ((double)x[r] - m) * ((double)x[r] - m);
+    v /= (double)M;
+    BP_OK_OR_FAIL(bp__bn_forward_train(y, &mean, &invstd, &var, x, NULL, NULL, M, 1, 1e-5, NULL));
+    for (int64_t r = 0; r < M; r++) yerr = fmax(yerr, fabs((double)y[r] - ((double)x[r] - m) / sqrt(v + 1e-5)));
+    print_message("case %d: var relative error %.3g (PyTorch %.3g), max |y error| %.3g (PyTorch %.3g)\n", (int)kind,
+                  v > 0 ? fabs((double)var - v) / v : fabs((double)var), torch_var_rel, yerr, torch_y_abs);
+    if (kind == HARD_CONSTANT) { /* exact (the double reference itself is not: its sum rounds) */
+        assert_true(var == 0 && mean == (bp_real)0.1);
+        for (int64_t r = 0; r < M; r++) assert_true(y[r] == 0);
+    } else {
+        assert_true(fabs((double)var - v) <= torch_var_rel * v);
+        assert_true(yerr <= torch_y_abs);
+    }
+    free(x);
+    free(y);
+}
+
+static void test_hard_statistics(void **s)
+{
+    (void)s;
+    check_hard_statistics(HARD_OUTLIER, 8.9e-8, 5.2e-6);
+    check_hard_statistics(HARD_OFFSET, 2.0e-7, 7.9e-4);
+    check_hard_statistics(HARD_CONSTANT, 0, 0);
+}
+
 /* Float64 reference of every kernel on an (M, C) problem. */
 typedef struct ref_out {
     double *y, *dx, *mean, *var, *invstd, *ds, *db, *ye, *dxe, *dse, *dbe;
@@ -1200,6 +1251,7 @@ int main(void)
         cmocka_unit_test(test_hand_worked_eval),
         cmocka_unit_test(test_stable_variance),
         cmocka_unit_test(test_constant_channel),
+        cmocka_unit_test(test_hard_statistics),
         cmocka_unit_test(test_reference_shapes),
         cmocka_unit_test(test_fast_vs_ref),
         cmocka_unit_test(test_relu_fusion),
