@@ -18,6 +18,9 @@
 #include <bpc/bpc.h>
 #include <bpc/autograd.h>
 #include <bpc/batchnorm.h>
+#include <bpc/bn_relu_pool.h>
+#include <bpc/dense.h>
+#include <bpc/state.h>
 #include "../layers/batchnorm_internal.h"
 #include <bpc/ops.h>
 #include <bpc/pool.h>
@@ -162,6 +165,158 @@ static void test_falls_back_to_two_steps(void **state)
     bp_node_free(overlap);
     bp_node_free(lowpad);
     bp_node_free(avg);
+}
+
+/* ------------------------------------------------ the block node and Sequential */
+
+/* The state_dict's keys, flattened to "a.b.c" and joined by spaces. */
+static void flat_keys(const bp_dict *d, const char *prefix, char *out, size_t cap)
+{
+    for (size_t i = 0; i < bp_dict_len(d); i++) {
+        char key[256];
+        snprintf(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", bp_dict_key(d, i));
+        bp_dict *sub = bp_dict_sub(d, i);
+        if (sub)
+            flat_keys(sub, key, out, cap);
+        else {
+            size_t n = strlen(out);
+            snprintf(out + n, cap - n, "%s%s", n ? " " : "", key);
+        }
+    }
+}
+
+static void keys_of(bp_node *n, char *out, size_t cap)
+{
+    bp_dict *d;
+    BP_OK_OR_FAIL(bp_node_state_dict(n, &d));
+    out[0] = 0;
+    flat_keys(d, "", out, cap);
+    bp_dict_free(d);
+}
+
+enum { RUN_CHILDREN, RUN_SEQUENTIAL, RUN_BLOCK };
+
+/* pool(relu(bn(x))) on side s, run as the three children one by one, as a
+ * Sequential of them, or as the BnReluPool block over them. */
+static void run_three(side *s, bp_node *pool, int how, char *keys, size_t cap)
+{
+    bp_node *relu, *outer = NULL;
+    BP_OK_OR_FAIL(bp_activation_new(&relu, &bp_relu_class, 0.0, NULL, NULL));
+    if (how == RUN_CHILDREN) {
+        bp_tensor *h, *r;
+        BP_OK_OR_FAIL(bp_node_update(s->bn, s->x, &h));
+        BP_OK_OR_FAIL(bp_node_update(relu, h, &r));
+        BP_OK_OR_FAIL(bp_node_update(pool, r, &s->y));
+        bp_tensor_free(h);
+        bp_tensor_free(r);
+    } else {
+        if (how == RUN_SEQUENTIAL)
+            BP_OK_OR_FAIL(bp_sequential_new(&outer, 3, (bp_node *[]){s->bn, relu, pool}, NULL, NULL));
+        else
+            BP_OK_OR_FAIL(bp_bn_relu_pool_new(&outer, s->bn, relu, pool, NULL, NULL));
+        BP_OK_OR_FAIL(bp_node_update(outer, s->x, &s->y));
+        if (keys) keys_of(outer, keys, cap);
+        bp_node_free(outer);
+    }
+    bp_node_free(relu);
+}
+
+/* Sequential and the block against the children run one by one: output and
+ * running statistics bit for bit, gradients to float32 rounding of sums in
+ * another order; in fit mode with disjoint windows (fused), and in the cases
+ * that are not fused (eval, overlapping windows, an average pool in a
+ * Sequential, a 2-D BatchNorm and pool). */
+static void compare_three(bp_node *pool, bp_node *(*make_bn)(int64_t), int64_t C, const int64_t *xs, int nd,
+                          bool fit, int how)
+{
+    side f, u;
+    make_side(&f, C, xs, 17);
+    make_side(&u, C, xs, 17);
+    if (make_bn) { /* another BatchNorm: same parameters, other rank */
+        bp_node_free(f.bn);
+        bp_node_free(u.bn);
+        f.bn = make_bn(C);
+        u.bn = make_bn(C);
+        for (bp_tensor **t = (bp_tensor *[]){f.x, f.gx, u.x, u.gx, NULL}; *t; t++) {
+            (*t)->ndim = nd; /* (B, H, W*D, C): the same data seen as 4-D */
+            (*t)->shape[2] *= (*t)->shape[3];
+            (*t)->shape[3] = (*t)->shape[4];
+            (*t)->shape[4] = 1;
+        }
+    }
+    bp_share_save_fit(fit);
+    run_three(&f, pool, how, NULL, 0);
+    run_three(&u, pool, RUN_CHILDREN, NULL, 0);
+    expect_same("y", f.y, u.y);
+    bp_batchnorm *bf = bp_batchnorm_cast(f.bn), *bu = bp_batchnorm_cast(u.bn);
+    expect_same("running_mean", bf->running_mean->value, bu->running_mean->value);
+    expect_same("running_var", bf->running_var->value, bu->running_var->value);
+    bp_tensor *dy;
+    BP_OK_OR_FAIL(bp_tensor_new(&dy, BP_REAL_DTYPE, f.y->ndim, f.y->shape));
+    for (int64_t i = 0; i < dy->numel; i++) bp_tensor_set(dy, i, 0.1 * (double)(i % 11) - 0.4);
+    BP_OK_OR_FAIL(bp_backward_many(2, (bp_tensor *[]){f.y, u.y}, (const bp_tensor *[]){dy, dy}));
+    expect_close("dx", f.gx, u.gx, 2e-5);
+    expect_close("dscale", bf->scale->grad, bu->scale->grad, 2e-5);
+    expect_close("dbias", bf->bias->grad, bu->bias->grad, 2e-5);
+    bp_tensor_free(dy);
+    free_side(&f);
+    free_side(&u);
+}
+
+static bp_node *bn2d(int64_t C)
+{
+    bp_node *n;
+    BP_OK_OR_FAIL(bp_batchnorm2d_new(&n, C, NULL));
+    bp_batchnorm *bn = bp_batchnorm_cast(n);
+    for (int64_t c = 0; c < C; c++) { /* as make_side */
+        bp_tensor_set(bn->scale->value, c, 0.5 + 0.1 * (double)(c % 7) - (c % 5 == 3 ? 1.2 : 0));
+        bp_tensor_set(bn->bias->value, c, 0.2 * (double)(c % 3) - 0.2);
+    }
+    return n;
+}
+
+static void test_block_and_sequential(void **state)
+{
+    (void)state;
+    const int64_t xa[5] = {2, 5, 6, 7, 19}, x4[5] = {2, 4, 6, 4, 5};
+    bp_node *p2 = maxpool(2, 2, 2, 2, 2, 2, 0), *overlap = maxpool(3, 2, 3, 2, 1, 2, 0), *avg, *p2d;
+    BP_OK_OR_FAIL(bp_avgpool_new(&avg, 3, &(bp_pool_opts){.kernel_size = {2, 2, 2}}));
+    BP_OK_OR_FAIL(bp_maxpool_new(&p2d, 2, &(bp_pool_opts){.kernel_size = {2, 2}}));
+    for (int how = RUN_SEQUENTIAL; how <= RUN_BLOCK; how++) {
+        compare_three(p2, NULL, 19, xa, 5, true, how);      /* fused */
+        compare_three(p2, NULL, 19, xa, 5, false, how);     /* eval: BatchNorm+ReLU, then the pool */
+        compare_three(overlap, NULL, 19, xa, 5, true, how); /* overlapping windows: not fused */
+        compare_three(p2d, bn2d, 5, x4, 4, true, how);      /* 2-D: BatchNorm+ReLU, then the pool */
+    }
+    compare_three(avg, NULL, 19, xa, 5, true, RUN_SEQUENTIAL); /* not a MaxPool: the children one by one */
+
+    /* the keys are those of the children, fused or not, in a Sequential or the block */
+    side s;
+    char keys[1024];
+    make_side(&s, 4, (const int64_t[5]){2, 2, 2, 2, 4}, 17);
+    bp_share_save_fit(true);
+    run_three(&s, p2, RUN_SEQUENTIAL, keys, sizeof keys);
+    char want[1024] = "";
+    {
+        bp_node *relu, *seq;
+        BP_OK_OR_FAIL(bp_activation_new(&relu, &bp_relu_class, 0.0, NULL, NULL));
+        BP_OK_OR_FAIL(bp_sequential_new(&seq, 3, (bp_node *[]){s.bn, relu, p2}, NULL, NULL));
+        keys_of(seq, want, sizeof want); /* the same tree, never updated */
+        bp_node_free(seq);
+        bp_node_free(relu);
+    }
+    print_message("Sequential keys: %s\n", keys);
+    assert_string_equal(keys, want);
+    assert_non_null(strstr(keys, "running_mean"));
+    bp_tensor_free(s.y);
+    s.y = NULL;
+    run_three(&s, p2, RUN_BLOCK, keys, sizeof keys);
+    assert_string_equal(keys, want); /* keys go by node name: the block adds none */
+    free_side(&s);
+    bp_node_free(p2);
+    bp_node_free(overlap);
+    bp_node_free(avg);
+    bp_node_free(p2d);
 }
 
 /* ------------------------------------------------ the kernels, called directly */
@@ -641,6 +796,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_fused_matches_two_steps, setup),
         cmocka_unit_test_setup(test_falls_back_to_two_steps, setup),
+        cmocka_unit_test_setup(test_block_and_sequential, setup),
         cmocka_unit_test_setup(test_errors, setup),
         cmocka_unit_test_setup(test_kernels_direct, setup),
         cmocka_unit_test_setup(test_kernel_errors, setup),

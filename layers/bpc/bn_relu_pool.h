@@ -14,8 +14,8 @@
  *
  * Sequential (bpc/dense.h) recognises a BatchNorm, ReLU, MaxPool run (or a
  * BatchNorm, ReLU pair) among its children and takes the same path, so a
- * Sequential model gets the fusion without this node, and its state_dict keys
- * stay those of its children. */
+ * Sequential model gets the fusion without this node; neither changes the
+ * state_dict keys, which are those of the children. */
 #ifndef BPC_BN_RELU_POOL_H
 #define BPC_BN_RELU_POOL_H
 
@@ -31,11 +31,10 @@ extern const bp_node_class bp_bn_relu_pool_class;
 
 /* Creates the block over existing nodes: bn a BatchNorm1d/2d/3d, relu a ReLU
  * (bp_relu_class), pool a MaxPool1d/2d/3d or NULL. The block takes a reference
- * to each and names them as its attributes "bn", "relu" and "pool" (so its own
- * state_dict keys read "bn.running_mean", ...); a model that already holds the
- * children under other names may keep the block outside its tree (hold and free
- * it itself) to keep its keys. mode NULL: bn's mode. Errors: BP_EINVAL (out,
- * bn or relu NULL, or a child of another class), BP_ENAME, BP_ENOMEM. */
+ * to each (attributes "bn", "relu", "pool") and has no variables of its own:
+ * its state_dict holds bn's variables under bn's name, as the children's
+ * would. mode NULL: bn's mode. Errors: BP_EINVAL (out, bn or relu NULL, or a
+ * child of another class), BP_ENAME, BP_ENOMEM. */
 bp_status bp_bn_relu_pool_new(bp_node **out, bp_node *bn, bp_node *relu, bp_node *pool, const bp_mode *mode,
                               const char *name);
 
