@@ -32,9 +32,10 @@
  * when the first row was an outlier. A constant channel has x - k == 0
  * exactly, so its mean is exact and it normalises to exactly 0.
  *
- * Reading floats into double lanes doubles the arithmetic of the statistics
- * pass, which stays below the cost of reading x from memory for the shapes
- * of conv nets (bench/batchnorm).
+ * Reading floats into double lanes costs about 2.5 times the arithmetic of
+ * float lanes in the statistics pass: hidden behind memory for inputs larger
+ * than the caches (bench/batchnorm's shapes), visible for inputs that fit in
+ * L2 (a 1 MB forward takes ~1.5 times as long as with float lanes).
  *
  * Memory traffic per element (4-byte floats): training forward 12 B (read x
  * for the statistics, read x and write y), eval forward 8 B, training backward
