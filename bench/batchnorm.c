@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <bpc/batchnorm_kernels.h>
+#include "../layers/batchnorm_internal.h"
 #include "bench_common.h"
 #ifdef BPC_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.h>
@@ -116,15 +116,15 @@ static int run_bpc(bufs *b, int op)
     bp_status st = BP_OK;
     switch (op) {
     case OP_FWD_TRAIN:
-        st = bp_bn_forward_train(b->y, b->mean, b->invstd, b->var, b->x, b->scale, b->bias, b->M,
+        st = bp__bn_forward_train(b->y, b->mean, b->invstd, b->var, b->x, b->scale, b->bias, b->M,
                                  b->C, 1e-5, b->work);
         break;
     case OP_FWD_EVAL:
-        st = bp_bn_forward_eval(b->y, b->x, b->rm, b->rv, b->scale, b->bias, b->M, b->C, 1e-5,
+        st = bp__bn_forward_eval(b->y, b->x, b->rm, b->rv, b->scale, b->bias, b->M, b->C, 1e-5,
                                 b->work);
         break;
     default:
-        st = bp_bn_backward_train(b->dx, b->ds, b->db, b->dy, b->x, b->mean, b->invstd, b->scale,
+        st = bp__bn_backward_train(b->dx, b->ds, b->db, b->dy, b->x, b->mean, b->invstd, b->scale,
                                   b->M, b->C, b->work);
         break;
     }
@@ -470,7 +470,7 @@ int main(int argc, char **argv)
             b.rm[c] = 0.5f;
             b.rv[c] = 1.0f;
         }
-        size_t wbytes = bp_bn_workspace_size(b.M, b.C);
+        size_t wbytes = bp__bn_workspace_size(b.M, b.C);
         b.work = malloc(wbytes);
         memset(b.work, 0, wbytes);
         printf("\nshape %dx%dx%dx%dx%d (N,C,D,H,W; bpc (B,H,W,D,C) = M %lld x C %lld), %.1f MB, workspace %zu B\n",

@@ -1,15 +1,17 @@
 /* layers/batchnorm.c — the BatchNorm1d/2d/3d nodes: construction, variables,
- * and update() as a recorded autograd op over the kernels in
- * batchnorm_kernels.c. Shapes: x is (M, F) once the reduced leading axes are
- * flattened (M = their product) and the kept axes too (F = prod(kept) * C). */
+ * the input check, and update() as a recorded autograd op over the kernels of
+ * batchnorm_internal.h (batchnorm_fast.c), with its backward dispatch. Shapes:
+ * x is (M, F) once the reduced leading axes are flattened (M = their product)
+ * and the kept axes too (F = prod(kept) * C). The fused BatchNorm+ReLU+MaxPool
+ * block (bn_relu_pool.c) records its own op on the helpers at the end. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <bpc/autograd.h>
 #include <bpc/batchnorm.h>
-#include <bpc/batchnorm_kernels.h>
-#include <bpc/pool.h>
+#include "batchnorm_internal.h"
+#include "layer_input.h"
 
 static void bn_destroy(bp_node *n);
 static bp_status bn_update(bp_node *n, bp_tensor *x, bp_tensor **out);
@@ -130,7 +132,7 @@ static bp_status bn_build(bp_batchnorm *bn, const bp_batchnorm_opts *o, bp_rng *
     bp_tensor_free(t);
     if (st || !bn->affine) return st;
 
-    /* BrainPy 2.8.2: the affine parameters are trainable only in TrainingMode. */
+    /* As BrainPy: the affine parameters are trainable only in TrainingMode. */
     bp_var_kind kind = bp_mode_is_train_mode(bn->base.mode) ? BP_TRAINVAR : BP_VARIABLE;
     BP_TRY(init_param(who, "bias_initializer", &o->bias_initializer, C, rng, &t));
     st = bp_node_add_var(&bn->base, "bias", kind, t, &bn->bias);
@@ -227,20 +229,15 @@ bp_status bp_batchnorm3d_new(bp_node **out, int64_t num_features, const bp_batch
 
 /* ------------------------------------------------------------------ update */
 
-
 /* What backward needs, saved by the forward. Tensors are owned references. */
 typedef struct bn_ctx {
     int64_t M, F, C;     /* rows, statistics per row, channels (F = G * C) */
     double eps;
-    bool fit, relu;
+    bool fit, relu;      /* batch statistics; fused with the ReLU that follows */
     bp_tensor *mean;     /* fit: batch mean (F); eval: running_mean copy */
     bp_tensor *stat;     /* fit: invstd (F); eval: running_var copy */
     bp_tensor *scale_f;  /* scale tiled to F, or NULL (no affine) */
-    bp_tensor *bias_f;   /* bias tiled to F (only needed by the fused ReLU), or NULL */
-    bool pooled;         /* fused with a max pool: out is pooled, pg and arg describe it */
-    bp_bn_pool3d pg;
-    int32_t *arg;        /* pooled: each output's maximum, as bp_bn_relu_maxpool_forward_train */
-    bp_tensor *xa;       /* pooled: the input value at each maximum */
+    bp_tensor *bias_f;   /* bias tiled to F (read by the ReLU mask), or NULL */
 } bn_ctx;
 
 static void bn_ctx_release(void *p)
@@ -250,104 +247,107 @@ static void bn_ctx_release(void *p)
     bp_tensor_free(c->stat);
     bp_tensor_free(c->scale_f);
     bp_tensor_free(c->bias_f);
-    free(c->arg);
-    bp_tensor_free(c->xa);
 }
 
-/* dst[f] += src[g*C + c] summed over g: folds per-position parameter gradients to (C,). */
-static void fold_add(bp_real *dst, const bp_real *src, int64_t F, int64_t C)
+/* The (C,) gradient din[i] from its (F,) per-position sums: din = sum over the
+ * F/C kept positions (the graph's buffer is not initialised: written here). */
+static void fold(bp_tensor *din, const bp_real *src, int64_t F, int64_t C)
 {
+    bp_real *dst = bp_tensor_reals(din);
+    for (int64_t c = 0; c < C; c++) dst[c] = 0;
     for (int64_t f = 0; f < F; f++) dst[f % C] += src[f];
 }
 
+/* One path: dx into its gradient buffer (the graph gives an overwriting op a
+ * buffer of its own), the (F,) parameter sums into zeroed scratch (the kernels
+ * accumulate), folded to (C,). The training kernels always write dx: scratch
+ * when only the parameter gradients are wanted (a frozen input). */
 static bp_status bn_backward(const bp_ag_backward_args *a)
 {
     const bn_ctx *c = a->ctx;
-    bp_tensor *dx_t = NULL, *ds_t = NULL, *db_t = NULL;
-    bp_status st = BP_OK;
-    const bp_real *dy = bp_tensor_creals(a->dout), *x = bp_tensor_creals(a->in[0]);
-    const bp_tensor *xt = a->in[0]; /* dx has x's shape (the output's too, unless pooled) */
-    bool want_ds = a->n_in > 1 && a->din[1], want_db = a->n_in > 2 && a->din[2];
-    const int64_t shapeF[1] = {c->F};
-    /* dx goes straight into its gradient buffer (the graph gives overwriting
-     * ops a buffer of their own). */
-    bool dx_direct = a->din[0] != NULL;
-    if (want_ds) st = bp_ag_zeros(&ds_t, 1, shapeF);
-    if (!st && want_db) st = bp_ag_zeros(&db_t, 1, shapeF);
-    if (!st && (dx_direct || dx_t || ds_t || db_t)) {
-        bp_real *dx = dx_direct ? bp_tensor_reals(a->din[0]) : dx_t ? bp_tensor_reals(dx_t) : NULL;
-        bp_real *ds = ds_t ? bp_tensor_reals(ds_t) : NULL, *db = db_t ? bp_tensor_reals(db_t) : NULL;
+    const bp_tensor *xt = a->in[0];
+    bp_tensor *din_s = a->n_in > 1 ? a->din[1] : NULL, *din_b = a->n_in > 2 ? a->din[2] : NULL;
+    bp_tensor *dx_t = NULL, *sums = NULL;
+    const int64_t two_f = 2 * c->F;
+    bp_status st = din_s || din_b ? bp_ag_zeros(&sums, 1, &two_f) : BP_OK;
+    bp_real *dx = a->din[0] ? bp_tensor_reals(a->din[0]) : NULL;
+    if (!st && !dx && c->fit) {
+        st = bp_ag_empty(&dx_t, xt->ndim, xt->shape);
+        if (!st) dx = bp_tensor_reals(dx_t);
+    }
+    if (!st) {
+        bp_real *ds = din_s ? bp_tensor_reals(sums) : NULL, *db = din_b ? bp_tensor_reals(sums) + c->F : NULL;
+        const bp_real *dy = bp_tensor_creals(a->dout), *x = bp_tensor_creals(xt);
         const bp_real *sc = c->scale_f ? bp_tensor_creals(c->scale_f) : NULL;
         const bp_real *bi = c->bias_f ? bp_tensor_creals(c->bias_f) : NULL;
         const bp_real *m = bp_tensor_creals(c->mean), *s = bp_tensor_creals(c->stat);
-        if (c->fit && !dx) {
-            /* The training kernels always write dx: give them scratch when only
-             * the parameter gradients are wanted (a frozen input). */
-            st = bp_ag_empty(&dx_t, xt->ndim, xt->shape);
-            dx = dx_t ? bp_tensor_reals(dx_t) : NULL;
-        }
-        if (!st) {
-            if (c->pooled)
-                st = bp_bn_relu_maxpool_backward_train(dx, ds, db, dy, c->arg, bp_tensor_creals(c->xa), x, m, s, sc,
-                                                       bi, &c->pg, c->C, NULL);
-            else if (c->fit && c->relu)
-                st = bp_bn_relu_backward_train(dx, ds, db, dy, x, m, s, sc, bi, c->M, c->F, NULL);
-            else if (c->fit)
-                st = bp_bn_backward_train(dx, ds, db, dy, x, m, s, sc, c->M, c->F, NULL);
-            else if (c->relu)
-                st = bp_bn_relu_backward_eval(dx, ds, db, dy, x, m, s, sc, bi, c->M, c->F, c->eps, NULL);
-            else
-                st = bp_bn_backward_eval(dx, ds, db, dy, x, m, s, sc, c->M, c->F, c->eps, NULL);
-        }
-        if (!st && want_ds) {
-            bp_tensor_zero(a->din[1]);
-            fold_add(bp_tensor_reals(a->din[1]), ds, c->F, c->C);
-        }
-        if (!st && want_db) {
-            bp_tensor_zero(a->din[2]);
-            fold_add(bp_tensor_reals(a->din[2]), db, c->F, c->C);
-        }
+        if (c->fit && c->relu)
+            st = bp__bn_relu_backward_train(dx, ds, db, dy, x, m, s, sc, bi, c->M, c->F, NULL);
+        else if (c->fit)
+            st = bp__bn_backward_train(dx, ds, db, dy, x, m, s, sc, c->M, c->F, NULL);
+        else if (c->relu)
+            st = bp__bn_relu_backward_eval(dx, ds, db, dy, x, m, s, sc, bi, c->M, c->F, c->eps, NULL);
+        else
+            st = bp__bn_backward_eval(dx, ds, db, dy, x, m, s, sc, c->M, c->F, c->eps, NULL);
+        if (!st && din_s) fold(din_s, ds, c->F, c->C);
+        if (!st && din_b) fold(din_b, db, c->F, c->C);
     }
     bp_tensor_free(dx_t);
-    bp_tensor_free(ds_t);
-    bp_tensor_free(db_t);
+    bp_tensor_free(sums);
     return st;
 }
 
 static const bp_ag_op bn_op = {
     .name = "BatchNorm", .backward = bn_backward, .release = bn_ctx_release, .overwrites_grad = true};
-static const bp_ag_op bn_relu_pool_op = {
-    .name = "BatchNorm+ReLU+MaxPool", .backward = bn_backward, .release = bn_ctx_release, .overwrites_grad = true};
 static const bp_ag_op bn_relu_op = {
     .name = "BatchNorm+ReLU", .backward = bn_backward, .release = bn_ctx_release, .overwrites_grad = true};
 
-/* Checks x against the layer: rank, channel count, kept axes, dtype. */
-static bp_status bn_check_input(const bp_batchnorm *bn, const bp_tensor *x)
+bp_status bp__batchnorm_check(const bp_batchnorm *bn, const bp_tensor *x, bool fit)
 {
     const char *who = bp_node_name(&bn->base);
     static const char *const layouts[] = {"", "", "", "(B,L,C)", "(B,H,W,C)", "(B,H,W,D,C)"};
-    char s[128];
-    if (!x) return bp_fail(BP_EINVAL, "%s: input is NULL", who);
-    if (x->ndim != bn->ndim)
-        return bp_fail(BP_ESHAPE, "%s: expected %dD input (got %dD input): layout %s, got shape %s", who, bn->ndim,
-                       x->ndim, layouts[bn->ndim], bp_shape_str(s, sizeof s, x->ndim, x->shape));
-    if (x->shape[x->ndim - 1] != bn->num_features)
-        return bp_fail(BP_ESHAPE, "%s: expected %lld channels in the last axis of %s, got %lld (input shape %s)",
-                       who, (long long)bn->num_features, layouts[bn->ndim], (long long)x->shape[x->ndim - 1],
-                       bp_shape_str(s, sizeof s, x->ndim, x->shape));
+    bp_input_spec spec = {.ndim = bn->ndim, .layout = layouts[bn->ndim], .channels = bn->num_features};
+    BP_TRY(bp__check_layer_input(who, x, &spec));
     for (int i = 0; i < bn->n_kept; i++)
         if (x->shape[bn->n_axis + i] != bn->kept_dims[i])
             return bp_fail(BP_ESHAPE, "%s: input axis %d has size %lld, but the layer was built with kept_dims[%d] = %lld",
                            who, bn->n_axis + i, (long long)x->shape[bn->n_axis + i], i,
                            (long long)bn->kept_dims[i]);
-    if (x->dtype != BP_REAL_DTYPE)
-        return bp_fail(BP_EDTYPE, "%s: expected %s input, got %s", who, bp_dtype_name(BP_REAL_DTYPE),
-                       bp_dtype_name(x->dtype));
+    if (fit && bn->axis_name)
+        return bp_fail(BP_EUNSUPPORTED,
+                       "%s: axis_name \"%s\" asks for statistics across replicas, which need distributed "
+                       "training (not available in this build)",
+                       who, bn->axis_name);
     return BP_OK;
 }
 
-/* A (F,) copy of a (C,) parameter repeated F/C times (the kept positions). */
-static bp_status tile(bp_tensor **out, const bp_var *v, int64_t F, int64_t C)
+bp_status bp__batchnorm_next_running(const bp_batchnorm *bn, const bp_tensor *mean, const bp_tensor *var, int64_t M,
+                                     bp_tensor **next)
+{
+    const int64_t F = bn->n_features, two_f = 2 * F;
+    *next = NULL;
+    BP_TRY(bp_ag_empty(next, 1, &two_f));
+    bp_real *nm = bp_tensor_reals(*next);
+    memcpy(nm, bp_tensor_creals(bn->running_mean->value), sizeof(bp_real) * (size_t)F);
+    memcpy(nm + F, bp_tensor_creals(bn->running_var->value), sizeof(bp_real) * (size_t)F);
+    bp_status st = bp__bn_update_running(nm, nm + F, bp_tensor_creals(mean), bp_tensor_creals(var), M, F, bn->momentum);
+    if (st) {
+        st = bp_fail(st, "%s: %s", bp_node_name(&bn->base), bp_last_error());
+        bp_tensor_free(*next);
+        *next = NULL;
+    }
+    return st;
+}
+
+void bp__batchnorm_store_running(bp_batchnorm *bn, const bp_tensor *next)
+{
+    const int64_t F = bn->n_features;
+    const bp_real *nm = bp_tensor_creals(next);
+    memcpy(bp_tensor_reals(bn->running_mean->value), nm, sizeof(bp_real) * (size_t)F);
+    memcpy(bp_tensor_reals(bn->running_var->value), nm + F, sizeof(bp_real) * (size_t)F);
+}
+
+bp_status bp__batchnorm_param(bp_tensor **out, const bp_var *v, int64_t F, int64_t C)
 {
     *out = NULL;
     if (!v) return BP_OK;
@@ -358,40 +358,22 @@ static bp_status tile(bp_tensor **out, const bp_var *v, int64_t F, int64_t C)
     return BP_OK;
 }
 
-/* Forward of the layer, with the fused ReLU (relu) and, when pg is not NULL,
- * the fused max pool of geometry pg (then relu and fit hold). */
-static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, const bp_bn_pool3d *pg, bp_tensor **out)
+bp_status bp__batchnorm_update(bp_node *n, bp_tensor *x, bool relu, bp_tensor **out)
 {
     bp_batchnorm *bn = (bp_batchnorm *)n;
     const char *who = bp_node_name(n);
     if (!out) return bp_fail(BP_EINVAL, "%s: out is NULL", who);
     *out = NULL;
-    BP_TRY(bn_check_input(bn, x));
-    bool fit = bp_share_fit();
-    if (fit && bn->axis_name)
-        return bp_fail(BP_EUNSUPPORTED,
-                       "%s: axis_name \"%s\" asks for statistics across replicas, which need distributed "
-                       "training (not available in this build)",
-                       who, bn->axis_name);
+    const bool fit = bp_share_fit();
+    BP_TRY(bp__batchnorm_check(bn, x, fit));
     const int64_t F = bn->n_features, C = bn->num_features, M = x->numel / F;
-    bn_ctx c = {.M = M, .F = F, .C = C, .eps = bn->epsilon, .fit = fit, .relu = relu, .pooled = pg != NULL};
-    bp_tensor *y = NULL;
-    bp_status st;
-    if (pg) {
-        c.pg = *pg;
-        int64_t ys[5] = {pg->B, pg->out[0], pg->out[1], pg->out[2], C};
-        st = bp_ag_empty(&y, 5, ys);
-        if (!st && !(c.arg = malloc(sizeof(int32_t) * (size_t)y->numel)))
-            st = bp_fail(BP_ENOMEM, "%s: out of memory for the pooling positions", who);
-        if (!st) st = bp_ag_empty(&c.xa, 5, ys);
-    } else {
-        st = bp_ag_empty(&y, x->ndim, x->shape);
-    }
-    if (!st) st = tile(&c.scale_f, bn->scale, F, C);
-    if (!st) st = tile(&c.bias_f, bn->bias, F, C);
+    bn_ctx c = {.M = M, .F = F, .C = C, .eps = bn->epsilon, .fit = fit, .relu = relu};
+    bp_tensor *y = NULL, *var = NULL, *next = NULL;
+    bp_status st = bp_ag_empty(&y, x->ndim, x->shape);
+    if (!st) st = bp__batchnorm_param(&c.scale_f, bn->scale, F, C);
+    if (!st) st = bp__batchnorm_param(&c.bias_f, bn->bias, F, C);
     if (!st) st = bp_ag_empty(&c.mean, 1, &F);
     if (!st) st = bp_ag_empty(&c.stat, 1, &F);
-    bp_tensor *var = NULL;
     if (!st && fit) st = bp_ag_empty(&var, 1, &F);
     if (!st) {
         bp_real *yd = bp_tensor_reals(y), *m = bp_tensor_reals(c.mean), *s = bp_tensor_reals(c.stat);
@@ -400,49 +382,31 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, const bp_bn_poo
         const bp_real *bi = c.bias_f ? bp_tensor_creals(c.bias_f) : NULL;
         if (fit) {
             bp_real *v = bp_tensor_reals(var);
-            st = pg     ? bp_bn_relu_maxpool_forward_train(yd, c.arg, bp_tensor_reals(c.xa), m, s, v, xd, sc, bi, pg, C,
-                                                           bn->epsilon, NULL)
-                 : relu ? bp_bn_relu_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL)
-                        : bp_bn_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL);
+            st = relu ? bp__bn_relu_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL)
+                      : bp__bn_forward_train(yd, m, s, v, xd, sc, bi, M, F, bn->epsilon, NULL);
         } else {
             /* Backward must see the statistics this forward used, even if a later
              * fit step moves the running buffers: keep copies. */
             memcpy(m, bp_tensor_creals(bn->running_mean->value), sizeof(bp_real) * (size_t)F);
             memcpy(s, bp_tensor_creals(bn->running_var->value), sizeof(bp_real) * (size_t)F);
-            st = relu ? bp_bn_relu_forward_eval(yd, xd, m, s, sc, bi, M, F, bn->epsilon, NULL)
-                      : bp_bn_forward_eval(yd, xd, m, s, sc, bi, M, F, bn->epsilon, NULL);
+            st = relu ? bp__bn_relu_forward_eval(yd, xd, m, s, sc, bi, M, F, bn->epsilon, NULL)
+                      : bp__bn_forward_eval(yd, xd, m, s, sc, bi, M, F, bn->epsilon, NULL);
         }
         if (st) st = bp_fail(st, "%s: %s", who, bp_last_error());
     }
     /* The running statistics' next values, computed (and checked: a huge
      * variance can overflow) before anything is recorded, stored once nothing
      * can fail any more, so a failed update leaves the layer as it was. */
-    bp_tensor *next = NULL;
-    if (!st && fit) {
-        int64_t two_f = 2 * F;
-        st = bp_ag_empty(&next, 1, &two_f);
-        if (!st) {
-            bp_real *nm = bp_tensor_reals(next);
-            memcpy(nm, bp_tensor_creals(bn->running_mean->value), sizeof(bp_real) * (size_t)F);
-            memcpy(nm + F, bp_tensor_creals(bn->running_var->value), sizeof(bp_real) * (size_t)F);
-            st = bp_bn_update_running(nm, nm + F, bp_tensor_creals(c.mean), bp_tensor_creals(var), M, F,
-                                      bn->momentum);
-            if (st) st = bp_fail(st, "%s: %s", who, bp_last_error());
-        }
-    }
+    if (!st && fit) st = bp__batchnorm_next_running(bn, c.mean, var, M, &next);
     if (!st) {
         bp_tensor *in[3] = {x, bn->scale ? bn->scale->value : NULL, bn->bias ? bn->bias->value : NULL};
         int n_in = bn->affine ? 3 : 1;
         if (bp_ag_wants(n_in, in)) {
-            st = bp_ag_record(y, pg ? &bn_relu_pool_op : relu ? &bn_relu_op : &bn_op, n_in, in, &c, sizeof c);
+            st = bp_ag_record(y, relu ? &bn_relu_op : &bn_op, n_in, in, &c, sizeof c);
             c = (bn_ctx){0}; /* the graph owns (or already released) what c pointed to */
         }
     }
-    if (!st && fit) {
-        const bp_real *nm = bp_tensor_creals(next);
-        memcpy(bp_tensor_reals(bn->running_mean->value), nm, sizeof(bp_real) * (size_t)F);
-        memcpy(bp_tensor_reals(bn->running_var->value), nm + F, sizeof(bp_real) * (size_t)F);
-    }
+    if (!st && fit) bp__batchnorm_store_running(bn, next);
     bp_tensor_free(next);
     bp_tensor_free(var);
     bn_ctx_release(&c);
@@ -454,52 +418,4 @@ static bp_status bn_forward(bp_node *n, bp_tensor *x, bool relu, const bp_bn_poo
     return BP_OK;
 }
 
-static bp_status bn_update(bp_node *n, bp_tensor *x, bp_tensor **out)
-{
-    return bn_forward(n, x, false, NULL, out);
-}
-
-bp_status bp_batchnorm_relu_update(bp_node *n, bp_tensor *x, bp_tensor **out)
-{
-    if (!bp_batchnorm_cast(n))
-        return bp_fail(BP_EINVAL, "batchnorm_relu_update: %s is not a BatchNorm layer",
-                       n ? bp_node_name(n) : "(null)");
-    return bn_forward(n, x, true, NULL, out);
-}
-
-/* The fused pool's geometry, or false when layer, pool and x do not qualify
- * (see bp_batchnorm_relu_maxpool_update). */
-static bool fusable_pool(const bp_batchnorm *bn, const bp_node *pool, const bp_tensor *x, bp_bn_pool3d *g)
-{
-    if (pool->cls != &bp_maxpool3d_class || bn->ndim != 5 || bn->n_kept != 0 || x->ndim != 5) return false;
-    const bp_pool *p = (const bp_pool *)pool;
-    g->B = x->shape[0];
-    for (int d = 0; d < 3; d++) {
-        g->in[d] = x->shape[1 + d];
-        g->k[d] = p->kernel_size[d];
-        g->s[d] = p->stride[d];
-        int64_t padded = g->in[d] + p->pad_hi[d];
-        if (p->pad_lo[d] != 0 || g->s[d] < g->k[d] || padded < g->k[d]) return false;
-        g->out[d] = (padded - g->k[d]) / g->s[d] + 1; /* as the pool computes it */
-    }
-    return true;
-}
-
-bp_status bp_batchnorm_relu_maxpool_update(bp_node *n, bp_node *pool, bp_tensor *x, bp_tensor **out)
-{
-    bp_batchnorm *bn = bp_batchnorm_cast(n);
-    if (!bn)
-        return bp_fail(BP_EINVAL, "batchnorm_relu_maxpool_update: %s is not a BatchNorm layer",
-                       n ? bp_node_name(n) : "(null)");
-    if (!pool) return bp_fail(BP_EINVAL, "batchnorm_relu_maxpool_update: pool is NULL");
-    if (!out) return bp_fail(BP_EINVAL, "%s: out is NULL", bp_node_name(n));
-    *out = NULL;
-    bp_bn_pool3d g;
-    if (x && bp_share_fit() && !bn_check_input(bn, x) && fusable_pool(bn, pool, x, &g))
-        return bn_forward(n, x, true, &g, out);
-    bp_tensor *h;
-    BP_TRY(bn_forward(n, x, true, NULL, &h));
-    bp_status st = bp_node_update(pool, h, out);
-    bp_tensor_free(h);
-    return st;
-}
+static bp_status bn_update(bp_node *n, bp_tensor *x, bp_tensor **out) { return bp__batchnorm_update(n, x, false, out); }

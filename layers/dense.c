@@ -3,7 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <bpc/batchnorm.h>
 #include <bpc/dense.h>
+#include <bpc/pool.h>
+#include "batchnorm_internal.h"
 #include "layer_input.h"
 #include <bpc/ops.h>
 
@@ -206,18 +209,33 @@ typedef struct sequential_node {
     bp_node **children; /* borrowed: the node list attribute holds the references */
 } sequential_node;
 
+/* How many of the n children at c form a BatchNorm -> ReLU (2) or BatchNorm ->
+ * ReLU -> MaxPool (3) run, which go through the fused block's path
+ * (bp__bn_relu_pool_run: same outputs, running statistics and errors as the
+ * children one by one); 0 for anything else. */
+static size_t bn_relu_run(bp_node *const *c, size_t n)
+{
+    if (n < 2 || !bp_batchnorm_cast(c[0]) || c[1]->cls != &bp_relu_class) return 0;
+    bool pool = n > 2 && (c[2]->cls == &bp_maxpool1d_class || c[2]->cls == &bp_maxpool2d_class ||
+                          c[2]->cls == &bp_maxpool3d_class);
+    return pool ? 3 : 2;
+}
+
 static bp_status sequential_update(bp_node *n, bp_tensor *x, bp_tensor **out)
 {
     sequential_node *s = (sequential_node *)n;
     if (!out) return bp_fail(BP_EINVAL, "%s: out is NULL", bp_node_name(n));
     *out = NULL;
     bp_tensor *cur = bp_tensor_retain(x);
-    for (size_t i = 0; i < s->count; i++) {
+    for (size_t i = 0; i < s->count;) {
         bp_tensor *next;
-        bp_status st = bp_node_update(s->children[i], cur, &next);
+        size_t used = bn_relu_run(s->children + i, s->count - i);
+        bp_status st = used ? bp__bn_relu_pool_run(s->children[i], used == 3 ? s->children[i + 2] : NULL, cur, &next)
+                            : bp_node_update(s->children[i], cur, &next);
         bp_tensor_free(cur);
         if (st) return st;
         cur = next;
+        i += used ? used : 1;
     }
     *out = cur;
     return BP_OK;

@@ -15,7 +15,7 @@
  * The "u" types are unaligned, aliasing views for loads and stores into user
  * tensors: `*(const vru *)p` is an unaligned load. Intrinsics appear only in
  * this header, for what vector extensions cannot say (a fused multiply-add,
- * a streaming store). */
+ * a streaming store and its fence). */
 #ifndef BPC_LAYERS_SIMD_H
 #define BPC_LAYERS_SIMD_H
 
@@ -54,6 +54,59 @@ typedef bp_real vru __attribute__((vector_size(VBYTES), aligned(sizeof(bp_real))
 #else
 #define VFMA(acc, a, b) ((acc) = (acc) + (a) * (b))
 #endif
+
+/* Lanes of the comparison masks of vr (a < b gives a vri of 0 / -1). */
+#if defined(BP_REAL_DOUBLE)
+typedef int64_t vri __attribute__((vector_size(VBYTES)));
+#else
+typedef int32_t vri __attribute__((vector_size(VBYTES)));
+#endif
+
+/* *p = *v with a non-temporal (streaming) store where the ISA has one, which
+ * writes the line without reading it first and keeps it out of the caches;
+ * p must be VBYTES-aligned. VSTREAM says whether it streams (a plain store
+ * otherwise). After a run of them, vstream_fence() orders the streamed lines
+ * before anything another thread does after the parallel region. */
+#if defined(__AVX512F__) || defined(__AVX__)
+#define VSTREAM 1
+#else
+#define VSTREAM 0
+#endif
+static inline __attribute__((always_inline)) void vstream(bp_real *p, const vr *v)
+{
+#if defined(__AVX512F__) && defined(BP_REAL_DOUBLE)
+    _mm512_stream_pd(p, (__m512d)*v);
+#elif defined(__AVX512F__)
+    _mm512_stream_ps(p, (__m512)*v);
+#elif defined(__AVX__) && defined(BP_REAL_DOUBLE)
+    _mm256_stream_pd(p, (__m256d)*v);
+#elif defined(__AVX__)
+    _mm256_stream_ps(p, (__m256)*v);
+#else
+    *(vru *)p = *v;
+#endif
+}
+
+static inline __attribute__((always_inline)) void vstream_fence(void)
+{
+#if VSTREAM
+    _mm_sfence();
+#endif
+}
+
+/* One register of doubles (VD lanes), and VD reals that widen into one: the
+ * reductions that accumulate bp_real data in double (float: half a register
+ * of floats per register of doubles; double: the same register). */
+#define VD ((int)(VBYTES / sizeof(double)))
+typedef double vd __attribute__((vector_size(VBYTES)));
+typedef bp_real vdru __attribute__((vector_size(VBYTES / sizeof(double) * sizeof(bp_real)), aligned(sizeof(bp_real)),
+                                    may_alias));
+
+/* The VD reals at p, unaligned, as doubles (exact). */
+static inline __attribute__((always_inline)) vd widen(const bp_real *p)
+{
+    return __builtin_convertvector(*(const vdru *)p, vd);
+}
 
 /* ---- 64-byte channel vectors ---- */
 

@@ -1,10 +1,11 @@
-/* tests/test_bn_relu_pool.c — bp_batchnorm_relu_maxpool_update against the
- * two steps it fuses (bp_batchnorm_relu_update, then the MaxPool node):
+/* tests/test_bn_relu_pool.c — the fused BatchNorm+ReLU+MaxPool path (bp__bn_relu_pool_run, under the
+ * BnReluPool block and Sequential) against the
+ * two steps it fuses (BatchNorm+ReLU, then the MaxPool node):
  * output and running statistics bit for bit, dx, dscale and dbias to float32
  * rounding of differently ordered sums; gradients both accumulated into a
  * leaf's gradient and written into a fresh buffer; the cases it hands back
  * to the two steps (eval, overlapping or padded windows, an average pool);
- * its errors. Then the kernels under it (bp_bn_relu_maxpool_forward_train and
+ * its errors. Then the kernels under it (bp__bn_relu_maxpool_forward_train and
  * _backward_train) called directly on shapes big enough for their OpenMP
  * path: bit for bit the same at 1 and 2 threads, against a plain forward and
  * a float64 backward written here, and each of their errors. The float64
@@ -17,7 +18,10 @@
 #include <bpc/bpc.h>
 #include <bpc/autograd.h>
 #include <bpc/batchnorm.h>
-#include <bpc/batchnorm_kernels.h>
+#include <bpc/bn_relu_pool.h>
+#include <bpc/dense.h>
+#include <bpc/state.h>
+#include "../layers/batchnorm_internal.h"
 #include <bpc/ops.h>
 #include <bpc/pool.h>
 
@@ -97,8 +101,8 @@ static void compare(bp_node *pool, int64_t C, const int64_t *xs, bool fit, bool 
         BP_OK_OR_FAIL(bp_mul_scalar(&fin, f.x, 1.0));
         BP_OK_OR_FAIL(bp_mul_scalar(&uin, u.x, 1.0));
     }
-    BP_OK_OR_FAIL(bp_batchnorm_relu_maxpool_update(f.bn, pool, fin, &f.y));
-    BP_OK_OR_FAIL(bp_batchnorm_relu_update(u.bn, uin, &h));
+    BP_OK_OR_FAIL(bp__bn_relu_pool_run(f.bn, pool, fin, &f.y));
+    BP_OK_OR_FAIL(bp__bn_relu_pool_run(u.bn, NULL, uin, &h));
     BP_OK_OR_FAIL(bp_node_update(pool, h, &u.y));
     bp_tensor_free(h);
     expect_same("y", f.y, u.y);
@@ -163,9 +167,161 @@ static void test_falls_back_to_two_steps(void **state)
     bp_node_free(avg);
 }
 
+/* ------------------------------------------------ the block node and Sequential */
+
+/* The state_dict's keys, flattened to "a.b.c" and joined by spaces. */
+static void flat_keys(const bp_dict *d, const char *prefix, char *out, size_t cap)
+{
+    for (size_t i = 0; i < bp_dict_len(d); i++) {
+        char key[256];
+        snprintf(key, sizeof key, "%s%s%s", prefix, *prefix ? "." : "", bp_dict_key(d, i));
+        bp_dict *sub = bp_dict_sub(d, i);
+        if (sub)
+            flat_keys(sub, key, out, cap);
+        else {
+            size_t n = strlen(out);
+            snprintf(out + n, cap - n, "%s%s", n ? " " : "", key);
+        }
+    }
+}
+
+static void keys_of(bp_node *n, char *out, size_t cap)
+{
+    bp_dict *d;
+    BP_OK_OR_FAIL(bp_node_state_dict(n, &d));
+    out[0] = 0;
+    flat_keys(d, "", out, cap);
+    bp_dict_free(d);
+}
+
+enum { RUN_CHILDREN, RUN_SEQUENTIAL, RUN_BLOCK };
+
+/* pool(relu(bn(x))) on side s, run as the three children one by one, as a
+ * Sequential of them, or as the BnReluPool block over them. */
+static void run_three(side *s, bp_node *pool, int how, char *keys, size_t cap)
+{
+    bp_node *relu, *outer = NULL;
+    BP_OK_OR_FAIL(bp_activation_new(&relu, &bp_relu_class, 0.0, NULL, NULL));
+    if (how == RUN_CHILDREN) {
+        bp_tensor *h, *r;
+        BP_OK_OR_FAIL(bp_node_update(s->bn, s->x, &h));
+        BP_OK_OR_FAIL(bp_node_update(relu, h, &r));
+        BP_OK_OR_FAIL(bp_node_update(pool, r, &s->y));
+        bp_tensor_free(h);
+        bp_tensor_free(r);
+    } else {
+        if (how == RUN_SEQUENTIAL)
+            BP_OK_OR_FAIL(bp_sequential_new(&outer, 3, (bp_node *[]){s->bn, relu, pool}, NULL, NULL));
+        else
+            BP_OK_OR_FAIL(bp_bn_relu_pool_new(&outer, s->bn, relu, pool, NULL, NULL));
+        BP_OK_OR_FAIL(bp_node_update(outer, s->x, &s->y));
+        if (keys) keys_of(outer, keys, cap);
+        bp_node_free(outer);
+    }
+    bp_node_free(relu);
+}
+
+/* Sequential and the block against the children run one by one: output and
+ * running statistics bit for bit, gradients to float32 rounding of sums in
+ * another order; in fit mode with disjoint windows (fused), and in the cases
+ * that are not fused (eval, overlapping windows, an average pool in a
+ * Sequential, a 2-D BatchNorm and pool). */
+static void compare_three(bp_node *pool, bp_node *(*make_bn)(int64_t), int64_t C, const int64_t *xs, int nd,
+                          bool fit, int how)
+{
+    side f, u;
+    make_side(&f, C, xs, 17);
+    make_side(&u, C, xs, 17);
+    if (make_bn) { /* another BatchNorm: same parameters, other rank */
+        bp_node_free(f.bn);
+        bp_node_free(u.bn);
+        f.bn = make_bn(C);
+        u.bn = make_bn(C);
+        for (bp_tensor **t = (bp_tensor *[]){f.x, f.gx, u.x, u.gx, NULL}; *t; t++) {
+            (*t)->ndim = nd; /* (B, H, W*D, C): the same data seen as 4-D */
+            (*t)->shape[2] *= (*t)->shape[3];
+            (*t)->shape[3] = (*t)->shape[4];
+            (*t)->shape[4] = 1;
+        }
+    }
+    bp_share_save_fit(fit);
+    run_three(&f, pool, how, NULL, 0);
+    run_three(&u, pool, RUN_CHILDREN, NULL, 0);
+    expect_same("y", f.y, u.y);
+    bp_batchnorm *bf = bp_batchnorm_cast(f.bn), *bu = bp_batchnorm_cast(u.bn);
+    expect_same("running_mean", bf->running_mean->value, bu->running_mean->value);
+    expect_same("running_var", bf->running_var->value, bu->running_var->value);
+    bp_tensor *dy;
+    BP_OK_OR_FAIL(bp_tensor_new(&dy, BP_REAL_DTYPE, f.y->ndim, f.y->shape));
+    for (int64_t i = 0; i < dy->numel; i++) bp_tensor_set(dy, i, 0.1 * (double)(i % 11) - 0.4);
+    BP_OK_OR_FAIL(bp_backward_many(2, (bp_tensor *[]){f.y, u.y}, (const bp_tensor *[]){dy, dy}));
+    expect_close("dx", f.gx, u.gx, 2e-5);
+    expect_close("dscale", bf->scale->grad, bu->scale->grad, 2e-5);
+    expect_close("dbias", bf->bias->grad, bu->bias->grad, 2e-5);
+    bp_tensor_free(dy);
+    free_side(&f);
+    free_side(&u);
+}
+
+static bp_node *bn2d(int64_t C)
+{
+    bp_node *n;
+    BP_OK_OR_FAIL(bp_batchnorm2d_new(&n, C, NULL));
+    bp_batchnorm *bn = bp_batchnorm_cast(n);
+    for (int64_t c = 0; c < C; c++) { /* as make_side */
+        bp_tensor_set(bn->scale->value, c, 0.5 + 0.1 * (double)(c % 7) - (c % 5 == 3 ? 1.2 : 0));
+        bp_tensor_set(bn->bias->value, c, 0.2 * (double)(c % 3) - 0.2);
+    }
+    return n;
+}
+
+static void test_block_and_sequential(void **state)
+{
+    (void)state;
+    const int64_t xa[5] = {2, 5, 6, 7, 19}, x4[5] = {2, 4, 6, 4, 5};
+    bp_node *p2 = maxpool(2, 2, 2, 2, 2, 2, 0), *overlap = maxpool(3, 2, 3, 2, 1, 2, 0), *avg, *p2d;
+    BP_OK_OR_FAIL(bp_avgpool_new(&avg, 3, &(bp_pool_opts){.kernel_size = {2, 2, 2}}));
+    BP_OK_OR_FAIL(bp_maxpool_new(&p2d, 2, &(bp_pool_opts){.kernel_size = {2, 2}}));
+    for (int how = RUN_SEQUENTIAL; how <= RUN_BLOCK; how++) {
+        compare_three(p2, NULL, 19, xa, 5, true, how);      /* fused */
+        compare_three(p2, NULL, 19, xa, 5, false, how);     /* eval: BatchNorm+ReLU, then the pool */
+        compare_three(overlap, NULL, 19, xa, 5, true, how); /* overlapping windows: not fused */
+        compare_three(p2d, bn2d, 5, x4, 4, true, how);      /* 2-D: BatchNorm+ReLU, then the pool */
+    }
+    compare_three(avg, NULL, 19, xa, 5, true, RUN_SEQUENTIAL); /* not a MaxPool: the children one by one */
+
+    /* the keys are those of the children, fused or not, in a Sequential or the block */
+    side s;
+    char keys[1024];
+    make_side(&s, 4, (const int64_t[5]){2, 2, 2, 2, 4}, 17);
+    bp_share_save_fit(true);
+    run_three(&s, p2, RUN_SEQUENTIAL, keys, sizeof keys);
+    char want[1024] = "";
+    {
+        bp_node *relu, *seq;
+        BP_OK_OR_FAIL(bp_activation_new(&relu, &bp_relu_class, 0.0, NULL, NULL));
+        BP_OK_OR_FAIL(bp_sequential_new(&seq, 3, (bp_node *[]){s.bn, relu, p2}, NULL, NULL));
+        keys_of(seq, want, sizeof want); /* the same tree, never updated */
+        bp_node_free(seq);
+        bp_node_free(relu);
+    }
+    print_message("Sequential keys: %s\n", keys);
+    assert_string_equal(keys, want);
+    assert_non_null(strstr(keys, "running_mean"));
+    bp_tensor_free(s.y);
+    s.y = NULL;
+    run_three(&s, p2, RUN_BLOCK, keys, sizeof keys);
+    assert_string_equal(keys, want); /* keys go by node name: the block adds none */
+    free_side(&s);
+    bp_node_free(p2);
+    bp_node_free(overlap);
+    bp_node_free(avg);
+    bp_node_free(p2d);
+}
+
 /* ------------------------------------------------ the kernels, called directly */
 
-#define PAR_MIN 32768 /* BN_PAR_MIN in layers/bn_internal.h: from here on the kernels go parallel */
+#define PAR_MIN 32768 /* BN_PAR_MIN in layers/batchnorm_internal.h: from here on the kernels go parallel */
 
 static void *buf(size_t bytes)
 {
@@ -174,8 +330,8 @@ static void *buf(size_t bytes)
     return p;
 }
 
-static int64_t pool_in(const bp_bn_pool3d *g) { return g->B * g->in[0] * g->in[1] * g->in[2]; }
-static int64_t pool_out(const bp_bn_pool3d *g) { return g->B * g->out[0] * g->out[1] * g->out[2]; }
+static int64_t pool_in(const bp__bn_pool3d *g) { return g->B * g->in[0] * g->in[1] * g->in[2]; }
+static int64_t pool_out(const bp__bn_pool3d *g) { return g->B * g->out[0] * g->out[1] * g->out[2]; }
 
 /* What one run of the two kernels wrote. */
 typedef struct kout {
@@ -199,7 +355,7 @@ static void free_kout(kout *o)
 /* Forward then backward at `threads` OpenMP threads. The outputs start as
  * 0xFF bytes (NaN, arg -1) so that one left unwritten shows; dscale and
  * dbias start at ds0 and db0 (they accumulate), or are not asked for. */
-static void run_kernels(kout *o, const bp_bn_pool3d *g, int64_t C, const bp_real *x, const bp_real *dy,
+static void run_kernels(kout *o, const bp__bn_pool3d *g, int64_t C, const bp_real *x, const bp_real *dy,
                         const bp_real *scale, const bp_real *bias, const bp_real *ds0, const bp_real *db0,
                         bool want_var, int threads, void *work)
 {
@@ -215,9 +371,9 @@ static void run_kernels(kout *o, const bp_bn_pool3d *g, int64_t C, const bp_real
     memset(o->dx, 0xFF, sizeof(bp_real) * n);
     if (ds0) memcpy(o->ds, ds0, rc);
     if (db0) memcpy(o->db, db0, rc);
-    BP_OK_OR_FAIL(bp_bn_relu_maxpool_forward_train(o->y, o->arg, o->xa, o->mean, o->invstd, o->var, x, scale, bias, g,
+    BP_OK_OR_FAIL(bp__bn_relu_maxpool_forward_train(o->y, o->arg, o->xa, o->mean, o->invstd, o->var, x, scale, bias, g,
                                                    C, 1e-5, work));
-    BP_OK_OR_FAIL(bp_bn_relu_maxpool_backward_train(o->dx, o->ds, o->db, dy, o->arg, o->xa, x, o->mean, o->invstd,
+    BP_OK_OR_FAIL(bp__bn_relu_maxpool_backward_train(o->dx, o->ds, o->db, dy, o->arg, o->xa, x, o->mean, o->invstd,
                                                     scale, bias, g, C, work));
 }
 
@@ -253,7 +409,7 @@ static void close_reals(const char *what, const bp_real *a, const double *b, int
  * extensions), where GCC does not contract a*b + c into an FMA, so these are
  * the kernel's float operations and y must match to the bit. *ties counts
  * the later values that equal their window's running maximum above 0. */
-static void ref_forward(bp_real *y, int32_t *arg, bp_real *xa, int64_t *ties, const bp_bn_pool3d *g, int64_t C,
+static void ref_forward(bp_real *y, int32_t *arg, bp_real *xa, int64_t *ties, const bp__bn_pool3d *g, int64_t C,
                         const bp_real *x, const bp_real *mean, const bp_real *invstd, const bp_real *scale,
                         const bp_real *bias)
 {
@@ -293,7 +449,7 @@ static void ref_forward(bp_real *y, int32_t *arg, bp_real *xa, int64_t *ties, co
  * backward through the batch statistics with the kernel's mean and invstd:
  *   xhat = (x - mean)*invstd, dx = (dz - sum(dz)/M - xhat*sum(dz*xhat)/M)*invstd*scale,
  *   dscale = ds0 + sum(dz*xhat), dbias = db0 + sum(dz). */
-static void ref_backward(double *dx, double *ds, double *db, const bp_bn_pool3d *g, int64_t C, const bp_real *x,
+static void ref_backward(double *dx, double *ds, double *db, const bp__bn_pool3d *g, int64_t C, const bp_real *x,
                          const bp_real *dy, const int32_t *arg, const bp_real *y, const bp_real *mean,
                          const bp_real *invstd, const bp_real *scale, const bp_real *ds0, const bp_real *db0)
 {
@@ -334,7 +490,7 @@ static void ref_backward(double *dx, double *ds, double *db, const bp_bn_pool3d 
  * normalise to the same value: the only ties are windows where ReLU zeroes
  * everything, which must go to the first position (ref_forward counts any
  * other and there must be none). */
-static void check_kernels(const bp_bn_pool3d *g, int64_t C, bool affine, uint64_t seed)
+static void check_kernels(const bp__bn_pool3d *g, int64_t C, bool affine, uint64_t seed)
 {
     const int64_t M = pool_in(g), Q = pool_out(g), n = M * C, nq = Q * C;
     bp_rng r;
@@ -367,7 +523,7 @@ static void check_kernels(const bp_bn_pool3d *g, int64_t C, bool affine, uint64_
             db0[c] = (bp_real)(0.1 * (double)c - 0.5);
         }
     }
-    const size_t wbytes = bp_bn_workspace_size(M, C);
+    const size_t wbytes = bp__bn_workspace_size(M, C);
     assert_true(wbytes > 0);
     void *work = buf(wbytes);
     memset(work, 0xA5, wbytes);
@@ -442,14 +598,14 @@ static void test_kernels_direct(void **state)
 {
     (void)state;
     /* 19 channels (a full vector run and a tail), 2x2x2 windows tiling the input */
-    const bp_bn_pool3d tiled = {.B = 2, .in = {24, 24, 24}, .out = {12, 12, 12}, .k = {2, 2, 2}, .s = {2, 2, 2}};
+    const bp__bn_pool3d tiled = {.B = 2, .in = {24, 24, 24}, .out = {12, 12, 12}, .k = {2, 2, 2}, .s = {2, 2, 2}};
     /* 32 channels (two full runs), odd sides: the last plane, row and column are in no window */
-    const bp_bn_pool3d odd = {.B = 2, .in = {25, 24, 23}, .out = {12, 12, 11}, .k = {2, 2, 2}, .s = {2, 2, 2}};
+    const bp__bn_pool3d odd = {.B = 2, .in = {25, 24, 23}, .out = {12, 12, 11}, .k = {2, 2, 2}, .s = {2, 2, 2}};
     /* 5 channels (tail only), gaps between windows (k < s) and a last window
      * clipped by the input's end ([21, 23) of 22), no affine parameters */
-    const bp_bn_pool3d gaps = {.B = 3, .in = {12, 13, 22}, .out = {4, 7, 8}, .k = {2, 1, 2}, .s = {3, 2, 3}};
+    const bp__bn_pool3d gaps = {.B = 3, .in = {12, 13, 22}, .out = {4, 7, 8}, .k = {2, 1, 2}, .s = {3, 2, 3}};
     /* small (one thread either way): windows larger than the input along dims 0 and 2 */
-    const bp_bn_pool3d big_win = {.B = 9, .in = {3, 4, 3}, .out = {1, 2, 1}, .k = {4, 2, 4}, .s = {4, 2, 4}};
+    const bp__bn_pool3d big_win = {.B = 9, .in = {3, 4, 3}, .out = {1, 2, 1}, .k = {4, 2, 4}, .s = {4, 2, 4}};
     assert_true(pool_in(&tiled) * 19 >= 16 * PAR_MIN);
     assert_true(pool_in(&odd) * 32 >= 16 * PAR_MIN);
     assert_true(pool_in(&gaps) * 5 >= PAR_MIN);
@@ -466,7 +622,7 @@ static void test_kernel_errors(void **state)
 {
     (void)state;
     enum { C = 3, M = 16, Q = 2 };
-    const char *F = "bp_bn_relu_maxpool_forward_train: ", *Bk = "bp_bn_relu_maxpool_backward_train: ";
+    const char *F = "bp__bn_relu_maxpool_forward_train: ", *Bk = "bp__bn_relu_maxpool_backward_train: ";
     bp_real x[M * C], y[Q * C], xa[Q * C], dy[Q * C], dx[M * C], mean[C], invstd[C], var[C], sc[C], bi[C];
     int32_t arg[Q * C];
     for (int i = 0; i < M * C; i++) x[i] = (bp_real)((i * 5) % 7 - 3);
@@ -475,47 +631,47 @@ static void test_kernel_errors(void **state)
         sc[c] = (bp_real)(1 + c);
         bi[c] = (bp_real)(0.5 - c);
     }
-    const bp_bn_pool3d ok = {.B = 2, .in = {2, 2, 2}, .out = {1, 1, 1}, .k = {2, 2, 2}, .s = {2, 2, 2}};
-    BP_OK_OR_FAIL(bp_bn_relu_maxpool_forward_train(y, arg, xa, mean, invstd, var, x, sc, bi, &ok, C, 1e-5, NULL));
-    BP_OK_OR_FAIL(bp_bn_relu_maxpool_backward_train(dx, NULL, NULL, dy, arg, xa, x, mean, invstd, sc, bi, &ok, C, NULL));
+    const bp__bn_pool3d ok = {.B = 2, .in = {2, 2, 2}, .out = {1, 1, 1}, .k = {2, 2, 2}, .s = {2, 2, 2}};
+    BP_OK_OR_FAIL(bp__bn_relu_maxpool_forward_train(y, arg, xa, mean, invstd, var, x, sc, bi, &ok, C, 1e-5, NULL));
+    BP_OK_OR_FAIL(bp__bn_relu_maxpool_backward_train(dx, NULL, NULL, dy, arg, xa, x, mean, invstd, sc, bi, &ok, C, NULL));
 
 #define FWD(Y, A, XA, MEAN, IS, X, G, CC, EPS, W)                                                                     \
-    bp_bn_relu_maxpool_forward_train(Y, A, XA, MEAN, IS, var, X, sc, bi, G, CC, EPS, W)
+    bp__bn_relu_maxpool_forward_train(Y, A, XA, MEAN, IS, var, X, sc, bi, G, CC, EPS, W)
 #define BWD(DX, DY, A, XA, X, MEAN, IS, G, CC, W)                                                                     \
-    bp_bn_relu_maxpool_backward_train(DX, NULL, NULL, DY, A, XA, X, MEAN, IS, sc, bi, G, CC, W)
+    bp__bn_relu_maxpool_backward_train(DX, NULL, NULL, DY, A, XA, X, MEAN, IS, sc, bi, G, CC, W)
     BP_EXPECT_ERR(FWD(NULL, arg, xa, mean, invstd, x, &ok, C, 1e-5, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: y is NULL");
+                  "bp__bn_relu_maxpool_forward_train: y is NULL");
     BP_EXPECT_ERR(FWD(y, NULL, xa, mean, invstd, x, &ok, C, 1e-5, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: arg is NULL");
+                  "bp__bn_relu_maxpool_forward_train: arg is NULL");
     BP_EXPECT_ERR(FWD(y, arg, NULL, mean, invstd, x, &ok, C, 1e-5, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: xa is NULL");
+                  "bp__bn_relu_maxpool_forward_train: xa is NULL");
     BP_EXPECT_ERR(FWD(y, arg, xa, NULL, invstd, x, &ok, C, 1e-5, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: mean is NULL");
+                  "bp__bn_relu_maxpool_forward_train: mean is NULL");
     BP_EXPECT_ERR(FWD(y, arg, xa, mean, NULL, x, &ok, C, 1e-5, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: invstd is NULL");
+                  "bp__bn_relu_maxpool_forward_train: invstd is NULL");
     BP_EXPECT_ERR(FWD(y, arg, xa, mean, invstd, NULL, &ok, C, 1e-5, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: x is NULL");
+                  "bp__bn_relu_maxpool_forward_train: x is NULL");
     BP_EXPECT_ERR(FWD(y, arg, xa, mean, invstd, x, NULL, C, 1e-5, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: pg is NULL");
+                  "bp__bn_relu_maxpool_forward_train: pg is NULL");
     BP_EXPECT_ERR(BWD(NULL, dy, arg, xa, x, mean, invstd, &ok, C, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_backward_train: dx is NULL");
+                  "bp__bn_relu_maxpool_backward_train: dx is NULL");
     BP_EXPECT_ERR(BWD(dx, NULL, arg, xa, x, mean, invstd, &ok, C, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_backward_train: dy is NULL");
+                  "bp__bn_relu_maxpool_backward_train: dy is NULL");
     BP_EXPECT_ERR(BWD(dx, dy, NULL, xa, x, mean, invstd, &ok, C, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_backward_train: arg is NULL");
+                  "bp__bn_relu_maxpool_backward_train: arg is NULL");
     BP_EXPECT_ERR(BWD(dx, dy, arg, NULL, x, mean, invstd, &ok, C, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_backward_train: xa is NULL");
+                  "bp__bn_relu_maxpool_backward_train: xa is NULL");
     BP_EXPECT_ERR(BWD(dx, dy, arg, xa, NULL, mean, invstd, &ok, C, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_backward_train: x is NULL");
+                  "bp__bn_relu_maxpool_backward_train: x is NULL");
     BP_EXPECT_ERR(BWD(dx, dy, arg, xa, x, NULL, invstd, &ok, C, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_backward_train: mean is NULL");
+                  "bp__bn_relu_maxpool_backward_train: mean is NULL");
     BP_EXPECT_ERR(BWD(dx, dy, arg, xa, x, mean, NULL, &ok, C, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_backward_train: invstd is NULL");
+                  "bp__bn_relu_maxpool_backward_train: invstd is NULL");
     BP_EXPECT_ERR(BWD(dx, dy, arg, xa, x, mean, invstd, NULL, C, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_backward_train: pg is NULL");
+                  "bp__bn_relu_maxpool_backward_train: pg is NULL");
 
     /* check_pool, through both kernels; one bad geometry per call */
-    bp_bn_pool3d bad[8];
+    bp__bn_pool3d bad[8];
     const char *why[8];
     for (int i = 0; i < 8; i++) bad[i] = ok;
     bad[0].B = 0, why[0] = "expected B >= 1, got 0";
@@ -532,7 +688,7 @@ static void test_kernel_errors(void **state)
     bad[6].in[2] = 4, bad[6].out[2] = 3, bad[6].k[2] = 1, bad[6].s[2] = 2;
     why[6] = "dim 2: expected disjoint windows inside the input (in >= 1, 1 <= k <= s, (out-1)*s < in), "
              "got in 4, k 1, s 2, out 3"; /* (out-1)*s == in */
-    bad[7] = (bp_bn_pool3d){.B = 1, .in = {2048, 1024, 1025}, .out = {1, 1, 1}, .k = {1, 1, 1}, .s = {1, 1, 1}};
+    bad[7] = (bp__bn_pool3d){.B = 1, .in = {2048, 1024, 1025}, .out = {1, 1, 1}, .k = {1, 1, 1}, .s = {1, 1, 1}};
     why[7] = "more than 2^31 positions per sample"; /* never read: the check comes first */
     for (int i = 0; i < 8; i++) {
         bp_status st = i == 0 || i == 7 ? BP_ESHAPE : BP_EINVAL;
@@ -545,21 +701,21 @@ static void test_kernel_errors(void **state)
 
     /* channels, rows, eps and workspace */
     BP_EXPECT_ERR(FWD(y, arg, xa, mean, invstd, x, &ok, 0, 1e-5, NULL), BP_ESHAPE,
-                  "bp_bn_relu_maxpool_forward_train: expected C >= 1 channels, got 0");
+                  "bp__bn_relu_maxpool_forward_train: expected C >= 1 channels, got 0");
     BP_EXPECT_ERR(BWD(dx, dy, arg, xa, x, mean, invstd, &ok, -1, NULL), BP_ESHAPE,
-                  "bp_bn_relu_maxpool_backward_train: expected C >= 1 channels, got -1");
-    const bp_bn_pool3d one = {.B = 1, .in = {1, 1, 1}, .out = {1, 1, 1}, .k = {1, 1, 1}, .s = {1, 1, 1}};
+                  "bp__bn_relu_maxpool_backward_train: expected C >= 1 channels, got -1");
+    const bp__bn_pool3d one = {.B = 1, .in = {1, 1, 1}, .out = {1, 1, 1}, .k = {1, 1, 1}, .s = {1, 1, 1}};
     BP_EXPECT_ERR(FWD(y, arg, xa, mean, invstd, x, &one, C, 1e-5, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: expected more than 1 value per channel when training, got 1");
+                  "bp__bn_relu_maxpool_forward_train: expected more than 1 value per channel when training, got 1");
     BP_EXPECT_ERR(FWD(y, arg, xa, mean, invstd, x, &ok, C, -1e-5, NULL), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: expected a finite eps >= 0, got -1e-05");
+                  "bp__bn_relu_maxpool_forward_train: expected a finite eps >= 0, got -1e-05");
     BP_EXPECT_ERR(FWD(y, arg, xa, mean, invstd, x, &ok, C, NAN, NULL), BP_EINVAL, "expected a finite eps >= 0");
     double work[64];
     void *odd_work = (char *)work + 4;
     BP_EXPECT_ERR(FWD(y, arg, xa, mean, invstd, x, &ok, C, 1e-5, odd_work), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: work must be 8-byte aligned");
+                  "bp__bn_relu_maxpool_forward_train: work must be 8-byte aligned");
     BP_EXPECT_ERR(BWD(dx, dy, arg, xa, x, mean, invstd, &ok, C, odd_work), BP_EINVAL,
-                  "bp_bn_relu_maxpool_backward_train: work must be 8-byte aligned");
+                  "bp__bn_relu_maxpool_backward_train: work must be 8-byte aligned");
 
     /* a non-finite statistic: channel 1 holds an Inf; nothing is written */
     bp_real xs[M * C], ys[Q * C], xas[Q * C], ms[C], iss[C], vs[C];
@@ -568,8 +724,8 @@ static void test_kernel_errors(void **state)
     xs[5 * C + 1] = (bp_real)INFINITY;
     for (int i = 0; i < Q * C; i++) ys[i] = xas[i] = 7, as[i] = -7;
     for (int c = 0; c < C; c++) ms[c] = iss[c] = vs[c] = 7;
-    BP_EXPECT_ERR(bp_bn_relu_maxpool_forward_train(ys, as, xas, ms, iss, vs, xs, sc, bi, &ok, C, 1e-5, NULL),
-                  BP_ENUMERIC, "bp_bn_relu_maxpool_forward_train: channel 1 has a non-finite batch statistic");
+    BP_EXPECT_ERR(bp__bn_relu_maxpool_forward_train(ys, as, xas, ms, iss, vs, xs, sc, bi, &ok, C, 1e-5, NULL),
+                  BP_ENUMERIC, "bp__bn_relu_maxpool_forward_train: channel 1 has a non-finite batch statistic");
     for (int i = 0; i < Q * C; i++) {
         assert_true(ys[i] == 7 && xas[i] == 7);
         assert_int_equal(as[i], -7);
@@ -581,7 +737,7 @@ static void test_kernel_errors(void **state)
     bp_real x1[C] = {3, 3, 3}, m1[C] = {3, 3, 3}, is1[C] = {1, 1, 1}, b1[C] = {0.5f, 0.5f, 0.5f};
     bp_real dy1[C] = {0.25f, -1.5f, 2}, dx1[C] = {9, 9, 9}, xa1[C] = {3, 3, 3}, ds1[C] = {0, 0, 0}, db1[C] = {1, 1, 1};
     int32_t a1[C] = {0, 0, 0};
-    BP_OK_OR_FAIL(bp_bn_relu_maxpool_backward_train(dx1, ds1, db1, dy1, a1, xa1, x1, m1, is1, NULL, b1, &one, C, NULL));
+    BP_OK_OR_FAIL(bp__bn_relu_maxpool_backward_train(dx1, ds1, db1, dy1, a1, xa1, x1, m1, is1, NULL, b1, &one, C, NULL));
     for (int c = 0; c < C; c++) {
         assert_true(dx1[c] == 0 && ds1[c] == 0);
         assert_true(db1[c] == 1 + dy1[c]);
@@ -601,23 +757,26 @@ static void test_errors(void **state)
     BP_OK_OR_FAIL(bp_tensor_new(&x4, BP_REAL_DTYPE, 4, s4));
     BP_OK_OR_FAIL(bp_tensor_new(&x5, BP_REAL_DTYPE, 5, s5));
     BP_OK_OR_FAIL(bp_tensor_new(&x1, BP_REAL_DTYPE, 5, one));
-    BP_EXPECT_ERR(bp_batchnorm_relu_maxpool_update(pool, pool, x5, &y), BP_EINVAL, "is not a BatchNorm layer");
-    BP_EXPECT_ERR(bp_batchnorm_relu_maxpool_update(bn, NULL, x5, &y), BP_EINVAL, "pool is NULL");
-    BP_EXPECT_ERR(bp_batchnorm_relu_maxpool_update(bn, pool, x4, &y), BP_ESHAPE, "expected 5D input");
-    BP_EXPECT_ERR(bp_batchnorm_relu_maxpool_update(bn, pool, x5, &y), BP_ESHAPE, "expected 4 channels");
-    BP_EXPECT_ERR(bp_batchnorm_relu_maxpool_update(bn, pool, NULL, &y), BP_EINVAL, "input is NULL");
-    BP_EXPECT_ERR(bp_batchnorm_relu_maxpool_update(bn, pool, x1, NULL), BP_EINVAL, "out is NULL");
+    BP_EXPECT_ERR(bp__bn_relu_pool_run(pool, pool, x5, &y), BP_EINVAL, "is not a BatchNorm layer");
+    bp_node *blk = NULL;
+    BP_EXPECT_ERR(bp_bn_relu_pool_new(&blk, bn, NULL, pool, NULL, NULL), BP_EINVAL, "relu must be a ReLU, got NULL");
+    BP_EXPECT_ERR(bp_bn_relu_pool_new(&blk, pool, pool, pool, NULL, NULL), BP_EINVAL,
+                  "bn must be a BatchNorm1d/2d/3d, got MaxPool3d");
+    BP_EXPECT_ERR(bp__bn_relu_pool_run(bn, pool, x4, &y), BP_ESHAPE, "expected 5D input");
+    BP_EXPECT_ERR(bp__bn_relu_pool_run(bn, pool, x5, &y), BP_ESHAPE, "expected 4 channels");
+    BP_EXPECT_ERR(bp__bn_relu_pool_run(bn, pool, NULL, &y), BP_EINVAL, "input is NULL");
+    BP_EXPECT_ERR(bp__bn_relu_pool_run(bn, pool, x1, NULL), BP_EINVAL, "out is NULL");
     /* one value per channel while fitting: BatchNorm's own error. The 2x2x2
      * window is larger than the 1x1x1 input, so the layer hands x1 to the two
-     * steps and bp_bn_relu_forward_train raises it; with a 1x1x1 window the
+     * steps and bp__bn_relu_forward_train raises it; with a 1x1x1 window the
      * fused kernel takes x1 and raises it itself. Neither moves the running
      * statistics. */
-    BP_EXPECT_ERR(bp_batchnorm_relu_maxpool_update(bn, pool, x1, &y), BP_EINVAL,
-                  "bp_bn_relu_forward_train: expected more than 1 value per channel");
+    BP_EXPECT_ERR(bp__bn_relu_pool_run(bn, pool, x1, &y), BP_EINVAL,
+                  "bp__bn_relu_forward_train: expected more than 1 value per channel");
     assert_null(y);
     bp_node *pool1 = maxpool(1, 1, 1, 1, 1, 1, 0);
-    BP_EXPECT_ERR(bp_batchnorm_relu_maxpool_update(bn, pool1, x1, &y), BP_EINVAL,
-                  "bp_bn_relu_maxpool_forward_train: expected more than 1 value per channel");
+    BP_EXPECT_ERR(bp__bn_relu_pool_run(bn, pool1, x1, &y), BP_EINVAL,
+                  "bp__bn_relu_maxpool_forward_train: expected more than 1 value per channel");
     assert_null(y);
     bp_batchnorm *b = bp_batchnorm_cast(bn);
     for (int64_t c = 0; c < 4; c++) {
@@ -637,6 +796,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_fused_matches_two_steps, setup),
         cmocka_unit_test_setup(test_falls_back_to_two_steps, setup),
+        cmocka_unit_test_setup(test_block_and_sequential, setup),
         cmocka_unit_test_setup(test_errors, setup),
         cmocka_unit_test_setup(test_kernels_direct, setup),
         cmocka_unit_test_setup(test_kernel_errors, setup),

@@ -7,6 +7,7 @@
 #include <bpc/autograd.h>
 #include <bpc/gradcheck.h>
 #include <bpc/batchnorm.h>
+#include "../layers/batchnorm_internal.h"
 #include <bpc/conv.h>
 #include <bpc/pool.h>
 #include <bpc/dense.h>
@@ -23,7 +24,7 @@ static bp_status run_layer(void *user, int n_in, bp_tensor *const *in, bp_tensor
 {
     (void)n_in;
     layer_case *lc = user;
-    return lc->relu ? bp_batchnorm_relu_update(lc->node, in[0], out) : bp_node_update(lc->node, in[0], out);
+    return lc->relu ? bp__bn_relu_pool_run(lc->node, NULL, in[0], out) : bp_node_update(lc->node, in[0], out);
 }
 
 static bp_tensor *random_tensor(int ndim, const int64_t *shape, uint64_t seed, double scale, double shift)
@@ -260,7 +261,7 @@ static bp_status run_chain(void *user, int n_in, bp_tensor *const *in, bp_tensor
     if (!st && c->order != 1) st = bp_mul_scalar(&u, a, 0.5);
     if (!st) st = bp_node_update(c->conv, a, &cv);
     if (!st && c->order == 1) st = bp_mul_scalar(&u, a, 0.5);
-    if (!st) st = bp_batchnorm_relu_update(c->bn, cv, &h);
+    if (!st) st = bp__bn_relu_pool_run(c->bn, NULL, cv, &h);
     if (!st && c->order == 2) {
         st = bp_add(&h2, h, cv);
         bp_tensor_free(h);
@@ -319,7 +320,7 @@ static bp_status run_fused(void *user, int n_in, bp_tensor *const *in, bp_tensor
 {
     (void)n_in;
     fused_case *f = user;
-    return bp_batchnorm_relu_maxpool_update(f->bn, f->pool, in[0], out);
+    return bp__bn_relu_pool_run(f->bn, f->pool, in[0], out);
 }
 
 static void test_bn_relu_maxpool_fused(void **state)

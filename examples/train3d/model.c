@@ -1,5 +1,6 @@
 /* examples/train3d/model.c — see model.h. */
 #include <bpc/batchnorm.h>
+#include <bpc/bn_relu_pool.h>
 #include <bpc/conv.h>
 #include <bpc/dense.h>
 #include <bpc/pool.h>
@@ -9,23 +10,22 @@ typedef struct net3d {
     bp_node base;
     /* borrowed: the attributes hold them; conv3..pool3 only in NET_GLOBAL */
     bp_node *conv1, *bn1, *pool1, *conv2, *bn2, *pool2, *conv3, *bn3, *pool3, *gap, *flat, *fc;
+    /* owned, outside the node tree (so the state_dict keys stay bn1..., pool1...):
+     * bn_i -> ReLU -> pool_i as fused blocks over the attributes above */
+    bp_node *block1, *block2, *block3;
 } net3d;
 
 static bp_status net_update(bp_node *n, bp_tensor *x, bp_tensor **out)
 {
     net3d *m = (net3d *)n;
     /* Each BatchNorm runs fused with the ReLU and the max pool after it (one
-     * op, see bp_batchnorm_relu_maxpool_update); pool NULL: a plain layer. */
-    struct {
-        bp_node *layer, *pool;
-    } steps[] = {{m->conv1, NULL}, {m->bn1, m->pool1}, {m->conv2, NULL}, {m->bn2, m->pool2}, {m->conv3, NULL},
-                 {m->bn3, m->pool3}, {m->gap, NULL},      {m->flat, NULL},  {m->fc, NULL}};
+     * op: the BnReluPool blocks, bpc/bn_relu_pool.h). */
+    bp_node *steps[] = {m->conv1, m->block1, m->conv2, m->block2, m->conv3, m->block3, m->gap, m->flat, m->fc};
     bp_tensor *cur = bp_tensor_retain(x);
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
-        if (!steps[i].layer) continue;
+        if (!steps[i]) continue;
         bp_tensor *next;
-        bp_status st = steps[i].pool ? bp_batchnorm_relu_maxpool_update(steps[i].layer, steps[i].pool, cur, &next)
-                                     : bp_node_update(steps[i].layer, cur, &next);
+        bp_status st = bp_node_update(steps[i], cur, &next);
         bp_tensor_free(cur);
         if (st) return st;
         cur = next;
@@ -34,7 +34,26 @@ static bp_status net_update(bp_node *n, bp_tensor *x, bp_tensor **out)
     return BP_OK;
 }
 
-static const bp_node_class net_class = {.name = "Net3d", .size = sizeof(net3d), .update = net_update};
+static void net_destroy(bp_node *n)
+{
+    net3d *m = (net3d *)n;
+    bp_node_free(m->block1);
+    bp_node_free(m->block2);
+    bp_node_free(m->block3);
+}
+
+static const bp_node_class net_class = {
+    .name = "Net3d", .size = sizeof(net3d), .update = net_update, .destroy = net_destroy};
+
+/* The fused block bn -> ReLU -> pool, held by the net outside its tree. */
+static bp_status make_block(bp_node **block, bp_node *bn, bp_node *pool, const bp_mode *mode)
+{
+    bp_node *relu;
+    BP_TRY(bp_activation_new(&relu, &bp_relu_class, 0.0, mode, NULL));
+    bp_status st = bp_bn_relu_pool_new(block, bn, relu, pool, mode, NULL);
+    bp_node_free(relu); /* the block holds it */
+    return st;
+}
 
 /* Adds a freshly made layer as attribute attr (the net keeps the only reference). */
 static bp_status attach(bp_node *net, const char *attr, bp_status made, bp_node *const *made_layer, bp_node **slot)
@@ -85,6 +104,9 @@ bp_status net_new(bp_node **out, net_kind kind, const int64_t dims[3], int64_t i
     }
     if (!st) st = attach(n, "flat", bp_flatten_new(&l, 0, -1, &train, NULL), &l, &m->flat);
     if (!st) st = attach(n, "fc", bp_dense_new(&l, flat, classes, &dn), &l, &m->fc);
+    if (!st) st = make_block(&m->block1, m->bn1, m->pool1, &train);
+    if (!st) st = make_block(&m->block2, m->bn2, m->pool2, &train);
+    if (!st && kind == NET_GLOBAL) st = make_block(&m->block3, m->bn3, m->pool3, &train);
     if (st) {
         bp_node_free(n);
         return st;

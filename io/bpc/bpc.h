@@ -16,6 +16,7 @@
 #include <bpc/ops.h>
 #include <bpc/gradcheck.h>
 #include <bpc/batchnorm.h>
+#include <bpc/bn_relu_pool.h>
 #include <bpc/conv.h>
 #include <bpc/dense.h>
 #include <bpc/layernorm.h>

@@ -108,20 +108,8 @@ bp_status bp_batchnorm1d_new(bp_node **out, int64_t num_features, const bp_batch
 bp_status bp_batchnorm2d_new(bp_node **out, int64_t num_features, const bp_batchnorm_opts *opts);
 bp_status bp_batchnorm3d_new(bp_node **out, int64_t num_features, const bp_batchnorm_opts *opts);
 
-/* update(x) fused with a ReLU: max(BatchNorm(x), 0) in one pass over the data
- * (the Conv3d-BatchNorm3d-ReLU block of conv nets), same statistics, running
- * updates, errors and gradients as bp_node_update followed by a ReLU. */
-bp_status bp_batchnorm_relu_update(bp_node *n, bp_tensor *x, bp_tensor **out);
-
-/* update(x), ReLU and the MaxPool node `pool` in one op: pool(max(BatchNorm(x),
- * 0)), the tail of a Conv3d-BatchNorm3d-ReLU-MaxPool3d block, without writing
- * or reading back the full-size activation. Fused when the layer fits on batch
- * statistics (shared fit true), is a BatchNorm3d over the default axes, and
- * pool is a MaxPool3d with disjoint windows (stride >= kernel, no low
- * padding); otherwise bp_batchnorm_relu_update then bp_node_update(pool). The
- * output, the running statistics and the errors are those of the two steps
- * (bit for bit); gradients equal up to the order of summation. */
-bp_status bp_batchnorm_relu_maxpool_update(bp_node *n, bp_node *pool, bp_tensor *x, bp_tensor **out);
+/* The fused BatchNorm+ReLU(+MaxPool) of conv nets is a block node
+ * (bpc/bn_relu_pool.h), which Sequential also uses for such a run of children. */
 
 /* The node as a bp_batchnorm, or NULL if it is not a BatchNorm. */
 bp_batchnorm *bp_batchnorm_cast(bp_node *n);

@@ -1,10 +1,9 @@
-/* layers/batchnorm_pool_kernels.c — BatchNorm + ReLU + MaxPool as one kernel
- * pair (bpc/batchnorm_kernels.h: bp_bn_relu_maxpool_forward_train and
- * _backward_train), on the plans and statistics of batchnorm_kernels.c. */
+/* layers/batchnorm_relu_pool_fast.c — BatchNorm + ReLU + MaxPool as one kernel
+ * pair (batchnorm_internal.h: bp__bn_relu_maxpool_forward_train and
+ * _backward_train), on the plans and statistics of batchnorm_fast.c. */
 #include <stdbool.h>
 #include <stdlib.h>
-#include <bpc/batchnorm_kernels.h>
-#include "bn_internal.h"
+#include "batchnorm_internal.h"
 #include "simd.h"
 
 /* ------------------------------------------- BatchNorm + ReLU + MaxPool
@@ -15,11 +14,11 @@
  * from the pooled-size input values at the maxima that the forward kept,
  * reads x once to write dx, and never builds the full-size gradient of
  * relu(bn(x)). The values are the
- * ones bp_bn_relu_forward_train + max pooling compute: the same bn_affine
+ * ones bp__bn_relu_forward_train + max pooling compute: the same bn_affine
  * expression, ReLU as v < 0 ? 0 : v, ties to the first position, NaN kept. */
 
 /* Checks a pooling geometry: sizes positive, windows disjoint, out sizes inside. */
-static bp_status check_pool(const char *who, const bp_bn_pool3d *g)
+static bp_status check_pool(const char *who, const bp__bn_pool3d *g)
 {
     if (!g) return bp_fail(BP_EINVAL, "%s: pg is NULL", who);
     if (g->B < 1) return bp_fail(BP_ESHAPE, "%s: expected B >= 1, got %lld", who, (long long)g->B);
@@ -36,7 +35,7 @@ static bp_status check_pool(const char *who, const bp_bn_pool3d *g)
 }
 
 /* Window [lo, hi) of output index o along dim d. */
-static void pool_window(const bp_bn_pool3d *g, int d, int64_t o, int64_t *lo, int64_t *hi)
+static void pool_window(const bp__bn_pool3d *g, int d, int64_t o, int64_t *lo, int64_t *hi)
 {
     *lo = o * g->s[d];
     *hi = min64(*lo + g->k[d], g->in[d]);
@@ -52,7 +51,7 @@ static inline bp_real relu_bn(bp_real x, bp_real m, bp_real a, bp_real b)
  * (arg) and the input value (xa) of each maximum: each input row of its
  * windows is read once, front to back; full runs of PVL channels keep the
  * running max, position and input in registers (as pool.c's max_row). */
-static void pool_apply_row(const bp_bn_pool3d *g, int64_t C, const bp_real *m, const bp_real *a, const bp_real *b,
+static void pool_apply_row(const bp__bn_pool3d *g, int64_t C, const bp_real *m, const bp_real *a, const bp_real *b,
                            const bp_real *xb, int64_t o0, int64_t o1, bp_real *y, int32_t *arg, bp_real *xa)
 {
     const int64_t c_full = C / PVL * PVL;
@@ -117,11 +116,11 @@ static void pool_apply_row(const bp_bn_pool3d *g, int64_t C, const bp_real *m, c
         }
 }
 
-bp_status bp_bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *xa, bp_real *mean, bp_real *invstd, bp_real *var,
+bp_status bp__bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *xa, bp_real *mean, bp_real *invstd, bp_real *var,
                                            const bp_real *x, const bp_real *scale, const bp_real *bias,
-                                           const bp_bn_pool3d *pg, int64_t C, double eps, void *work)
+                                           const bp__bn_pool3d *pg, int64_t C, double eps, void *work)
 {
-    const char *who = "bp_bn_relu_maxpool_forward_train";
+    const char *who = "bp__bn_relu_maxpool_forward_train";
     BN_NEED(who, y);
     BN_NEED(who, arg);
     BN_NEED(who, xa);
@@ -144,13 +143,13 @@ bp_status bp_bn_relu_maxpool_forward_train(bp_real *y, int32_t *arg, bp_real *xa
     return st;
 }
 
-bp_status bp_bn_relu_maxpool_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_real *dy,
+bp_status bp__bn_relu_maxpool_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_real *dy,
                                             const int32_t *arg, const bp_real *xa, const bp_real *x,
                                             const bp_real *mean,
                                             const bp_real *invstd, const bp_real *scale, const bp_real *bias,
-                                            const bp_bn_pool3d *pg, int64_t C, void *work)
+                                            const bp__bn_pool3d *pg, int64_t C, void *work)
 {
-    const char *who = "bp_bn_relu_maxpool_backward_train";
+    const char *who = "bp__bn_relu_maxpool_backward_train";
     BN_NEED(who, dx);
     BN_NEED(who, dy);
     BN_NEED(who, arg);

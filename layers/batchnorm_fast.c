@@ -1,4 +1,4 @@
-/* layers/batchnorm_kernels.c — BatchNorm compute kernels (bpc/batchnorm_kernels.h).
+/* layers/batchnorm_fast.c — the tuned BatchNorm kernels (batchnorm_internal.h).
  *
  * Data is (M, C) row-major, C contiguous. Every kernel is one or two streaming
  * passes over the rows; the work is cut the same way in all of them:
@@ -9,8 +9,9 @@
  *           over tiles of BN_LANES channels of one row. Per-channel parameters
  *           are replicated u times so lane j uses parameter j.
  *   blocks  Fixed row ranges of about BN_BLOCK_ELEMS elements (a multiple of u
- *           rows). A reduction sums each block in lanes of bp_real, folds the
- *           lanes in double, and merges blocks in order in double.
+ *           rows). A reduction sums each block in lanes (of double for the
+ *           statistics, of bp_real for the gradient sums), folds the lanes in
+ *           double, and merges blocks in order in double.
  *   chunks  At most BN_MAX_CHUNKS contiguous runs of blocks; a chunk is the unit
  *           of OpenMP work and owns a slot of per-channel partials in the
  *           workspace. Chunks merge in chunk order.
@@ -18,13 +19,23 @@
  * so 1 and 2 threads give bitwise identical results.
  *
  * Statistics: each block accumulates shifted sums S1 = sum(x - k), S2 =
- * sum((x - k)^2) with k the mean of the chunk so far (the block's first row for
- * a chunk's first block). Then mean_b = k + S1/n and M2_b = S2 - S1^2/n, in
- * double, and blocks merge with Chan's formula. With k close to the mean there
- * is no cancellation (x = 1e4 + N(0,1) keeps full float precision, where
- * E[x^2] - E[x]^2 loses everything); with k one of the block's own values the
- * loss is bounded by the block size. A constant channel has x - k == 0 exactly,
- * so its mean is exact and it normalises to exactly 0.
+ * sum((x - k)^2), in double lanes, with k the mean of the chunk so far (the
+ * block's first row for a chunk's first block). Then mean_b = k + S1/n and
+ * M2_b = S2 - S1^2/n, and blocks merge with Chan's formula. The subtraction
+ * loses at most a factor S2/M2_b = 1 + n(k - mean_b)^2/M2_b <= 1 + n of
+ * precision when k is one of the block's values ((k - mean_b)^2 <= M2_b),
+ * n <= 8192 rows; when k is the mean of the chunk's earlier rows, n(k -
+ * mean_b)^2 is of the size of what the merge adds to M2 anyway. In double
+ * that keeps the error below 1e-12 of the channel's M2, so the float
+ * statistics are correct to their last rounding whatever the data (an
+ * outlier as the shift, x = 1e4 + N(0,1)). Summing in bp_real lanes instead lost up to n*u = 5e-4 in float
+ * when the first row was an outlier. A constant channel has x - k == 0
+ * exactly, so its mean is exact and it normalises to exactly 0.
+ *
+ * Reading floats into double lanes costs about 2.5 times the arithmetic of
+ * float lanes in the statistics pass: hidden behind memory for inputs larger
+ * than the caches (bench/batchnorm's shapes), visible for inputs that fit in
+ * L2 (a 1 MB forward takes ~1.5 times as long as with float lanes).
  *
  * Memory traffic per element (4-byte floats): training forward 12 B (read x
  * for the statistics, read x and write y), eval forward 8 B, training backward
@@ -39,65 +50,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
-#include <bpc/batchnorm_kernels.h>
-#include "bn_internal.h"
+#include "batchnorm_internal.h"
+#include "simd.h"
 
-/* Two things the plain C loops cannot say, written with AVX/AVX-512 intrinsics
- * where available (BN_SIMD): non-temporal (streaming) stores for outputs too
- * large to stay in cache, which skip the read-for-ownership of the output lines
- * and leave the input in L3 for the second pass; and reductions whose
- * accumulators stay in registers. Their arithmetic is the same sequence of
- * roundings as the plain C loops (which the -std=c11 build never contracts into
- * FMAs), so every path gives the same bits. */
-#if defined(__AVX512F__) || defined(__AVX__)
-#include <immintrin.h>
-#define BN_SIMD 1
-#endif
-#if defined(__AVX512F__) && defined(BP_REAL_DOUBLE)
-#define BN_W 8
-typedef __m512d bn_v;
-#define bn_load _mm512_loadu_pd
-#define bn_stream _mm512_stream_pd
-#define bn_storeu _mm512_storeu_pd
-#define bn_sub _mm512_sub_pd
-#define bn_mul _mm512_mul_pd
-#define bn_add _mm512_add_pd
-#define bn_zero_if_neg(v) _mm512_mask_mov_pd(v, _mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_LT_OQ), _mm512_setzero_pd())
-#define bn_keep_if_pos(v, d) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(v, _mm512_setzero_pd(), _CMP_GT_OQ), d)
-#elif defined(__AVX512F__)
-#define BN_W 16
-typedef __m512 bn_v;
-#define bn_load _mm512_loadu_ps
-#define bn_stream _mm512_stream_ps
-#define bn_storeu _mm512_storeu_ps
-#define bn_sub _mm512_sub_ps
-#define bn_mul _mm512_mul_ps
-#define bn_add _mm512_add_ps
-#define bn_zero_if_neg(v) _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps())
-#define bn_keep_if_pos(v, d) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), d)
-#elif defined(__AVX__) && defined(BP_REAL_DOUBLE)
-#define BN_W 4
-typedef __m256d bn_v;
-#define bn_load _mm256_loadu_pd
-#define bn_stream _mm256_stream_pd
-#define bn_storeu _mm256_storeu_pd
-#define bn_sub _mm256_sub_pd
-#define bn_mul _mm256_mul_pd
-#define bn_add _mm256_add_pd
-#define bn_zero_if_neg(v) _mm256_blendv_pd(v, _mm256_setzero_pd(), _mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_LT_OQ))
-#define bn_keep_if_pos(v, d) _mm256_and_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_GT_OQ), d)
-#elif defined(__AVX__)
-#define BN_W 8
-typedef __m256 bn_v;
-#define bn_load _mm256_loadu_ps
-#define bn_stream _mm256_stream_ps
-#define bn_storeu _mm256_storeu_ps
-#define bn_sub _mm256_sub_ps
-#define bn_mul _mm256_mul_ps
-#define bn_add _mm256_add_ps
-#define bn_zero_if_neg(v) _mm256_blendv_ps(v, _mm256_setzero_ps(), _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ))
-#define bn_keep_if_pos(v, d) _mm256_and_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ), d)
-#endif
+/* The SIMD here is layers/simd.h's: vr vectors of VL reals, whose arithmetic
+ * rounds as the plain C loops do (the build never contracts into FMAs), so
+ * register strips, streaming stores and plain loops all give the same bits.
+ * Two things the plain loops cannot say: non-temporal (streaming) stores for
+ * outputs too large to stay in cache (vstream), which skip the
+ * read-for-ownership of the output lines and leave the input in L3 for the
+ * second pass; and reductions whose accumulators stay in registers. */
 
 /* Outputs of at least this many bytes are streamed: half the 32 MiB L3 this
  * library is tuned on (sysconf reports the host's, not the VM's, share). From
@@ -140,7 +102,7 @@ static size_t plan_bytes(const bn_plan *p)
     return (size_t)(2 * p->nchunks * p->C) * sizeof(double) + (size_t)(6 * p->lp) * sizeof(bp_real);
 }
 
-size_t bp_bn_workspace_size(int64_t M, int64_t C)
+size_t bp__bn_workspace_size(int64_t M, int64_t C)
 {
     if (M < 1 || C < 1 || M > INT64_MAX / C) return 0;
     bn_plan p = plan_shape(M, C);
@@ -228,44 +190,42 @@ static double inv_std(double var, double eps)
 
 /* ---------------------------------------------------------------- statistics */
 
-/* s1 += x - k, s2 += (x - k)^2 over L lanes. */
-static void lane_stats(const bp_real *restrict xr, const bp_real *restrict k,
-                       bp_real *restrict s1, bp_real *restrict s2, int64_t L)
+/* s1 += x - k, s2 += (x - k)^2 over L lanes, in double. */
+static void lane_stats(const bp_real *restrict xr, const double *restrict k,
+                       double *restrict s1, double *restrict s2, int64_t L)
 {
     for (int64_t j = 0; j < L; j++) {
-        bp_real d = xr[j] - k[j];
+        double d = (double)xr[j] - k[j];
         s1[j] += d;
         s2[j] += d * d;
     }
 }
 
-#ifdef BN_SIMD
-/* lane_stats for BN_SL = 4 vectors of lanes over ng lane groups st apart, with
- * the accumulators in registers: the plain loop keeps them in memory and pays
- * two stores per vector. Same operations in the same order, so the same bits. */
-#define BN_SL (4 * BN_W)
-static void lane_stats_regs(const bp_real *xr, int64_t st, int64_t ng, const bp_real *k,
-                            bp_real *s1, bp_real *s2)
+/* lane_stats for BN_SL = 4 registers of double lanes over ng lane groups st
+ * apart, with the accumulators in registers: the plain loop keeps them in
+ * memory and pays two stores per vector. Same operations in the same order,
+ * so the same bits. */
+#define BN_SL (4 * VD)
+static void lane_stats_regs(const bp_real *xr, int64_t st, int64_t ng, const double *k,
+                            double *s1, double *s2)
 {
-    bn_v k0 = bn_load(k), k1 = bn_load(k + BN_W), k2 = bn_load(k + 2 * BN_W), k3 = bn_load(k + 3 * BN_W);
-    bn_v a0 = bn_load(s1), a1 = bn_load(s1 + BN_W), a2 = bn_load(s1 + 2 * BN_W), a3 = bn_load(s1 + 3 * BN_W);
-    bn_v q0 = bn_load(s2), q1 = bn_load(s2 + BN_W), q2 = bn_load(s2 + 2 * BN_W), q3 = bn_load(s2 + 3 * BN_W);
-    for (int64_t g = 0; g < ng; g++, xr += st) {
-        bn_v d0 = bn_sub(bn_load(xr), k0), d1 = bn_sub(bn_load(xr + BN_W), k1);
-        bn_v d2 = bn_sub(bn_load(xr + 2 * BN_W), k2), d3 = bn_sub(bn_load(xr + 3 * BN_W), k3);
-        a0 = bn_add(a0, d0);
-        a1 = bn_add(a1, d1);
-        a2 = bn_add(a2, d2);
-        a3 = bn_add(a3, d3);
-        q0 = bn_add(q0, bn_mul(d0, d0));
-        q1 = bn_add(q1, bn_mul(d1, d1));
-        q2 = bn_add(q2, bn_mul(d2, d2));
-        q3 = bn_add(q3, bn_mul(d3, d3));
+    vd kv[4], a[4], q[4];
+    for (int v = 0; v < 4; v++) {
+        memcpy(&kv[v], k + v * VD, sizeof kv[v]);
+        memcpy(&a[v], s1 + v * VD, sizeof a[v]);
+        memcpy(&q[v], s2 + v * VD, sizeof q[v]);
     }
-    bn_storeu(s1, a0); bn_storeu(s1 + BN_W, a1); bn_storeu(s1 + 2 * BN_W, a2); bn_storeu(s1 + 3 * BN_W, a3);
-    bn_storeu(s2, q0); bn_storeu(s2 + BN_W, q1); bn_storeu(s2 + 2 * BN_W, q2); bn_storeu(s2 + 3 * BN_W, q3);
+    for (int64_t g = 0; g < ng; g++, xr += st)
+        for (int v = 0; v < 4; v++) {
+            vd d = widen(xr + v * VD) - kv[v];
+            a[v] += d;
+            q[v] += d * d;
+        }
+    for (int v = 0; v < 4; v++) {
+        memcpy(s1 + v * VD, &a[v], sizeof a[v]);
+        memcpy(s2 + v * VD, &q[v], sizeof q[v]);
+    }
 }
-#endif
 
 /* Chan's merge of (nb, mb, qb) into the running (na, *m, *q); q is a sum of squared deviations. */
 static void chan_merge(double *m, double *q, int64_t na, double mb, double qb, int64_t nb)
@@ -286,8 +246,7 @@ static void stats_chunk(const bn_plan *p, const bp_real *x, int64_t ch)
 {
     const int64_t C = p->C, u = p->u, tw = p->tw;
     double *cm = p->acc0 + ch * C, *cq = p->acc1 + ch * C;
-    bp_real k[BN_LANES], s1[BN_LANES], s2[BN_LANES];
-    double t1[BN_LANES], t2[BN_LANES];
+    double k[BN_LANES], s1[BN_LANES], s2[BN_LANES], t1[BN_LANES], t2[BN_LANES];
     int64_t b0, b1, n = 0;
     chunk_blocks(p, ch, &b0, &b1);
     for (int64_t b = b0; b < b1; b++) {
@@ -302,30 +261,28 @@ static void stats_chunk(const bn_plan *p, const bp_real *x, int64_t ch)
             const bp_real *shift = x + r0 * C + c0; /* a chunk's first block: its first row */
             for (int64_t c = 0; n && c < w; c++) t1[c] = cm[c0 + c];
             for (int64_t q = 0; q < u; q++)
-                for (int64_t c = 0; c < w; c++) k[q * w + c] = n ? (bp_real)t1[c] : shift[c];
-            memset(s1, 0, sizeof(bp_real) * (size_t)L);
-            memset(s2, 0, sizeof(bp_real) * (size_t)L);
+                for (int64_t c = 0; c < w; c++) k[q * w + c] = n ? t1[c] : (double)shift[c];
+            memset(s1, 0, sizeof(double) * (size_t)L);
+            memset(s2, 0, sizeof(double) * (size_t)L);
             int64_t r = r0;
-#ifdef BN_SIMD
             if (p->strips && L % BN_SL == 0) { /* lanes in registers, strip by strip */
                 const int64_t ng = (r1 - r0) / u;
                 for (int64_t j = 0; j < L; j += BN_SL)
                     lane_stats_regs(x + r0 * C + c0 + j, u * C, ng, k + j, s1 + j, s2 + j);
                 r += ng * u;
             }
-#endif
             for (; r + u <= r1; r += u) lane_stats(x + r * C + c0, k, s1, s2, L);
             if (r < r1) lane_stats(x + r * C + c0, k, s1, s2, (r1 - r) * w); /* u > 1: w == C */
             /* fold the u lanes of each channel in double, then mean_b and M2_b */
             for (int64_t c = 0; c < w; c++) t1[c] = t2[c] = 0.0;
             for (int64_t q = 0; q < u; q++)
                 for (int64_t c = 0; c < w; c++) {
-                    t1[c] += (double)s1[q * w + c];
-                    t2[c] += (double)s2[q * w + c];
+                    t1[c] += s1[q * w + c];
+                    t2[c] += s2[q * w + c];
                 }
             double *m = cm + c0, *q2 = cq + c0;
             for (int64_t c = 0; c < w; c++) {
-                double mb = (double)k[c] + t1[c] * inv_nb;
+                double mb = k[c] + t1[c] * inv_nb;
                 double qb = t2[c] - t1[c] * t1[c] * inv_nb;
                 qb = qb > 0.0 ? qb : 0.0;
                 if (n == 0) {
@@ -390,30 +347,23 @@ static void lane_apply(bp_real *y, const bp_real *x, const bp_real *restrict m,
  * lane group must start on a vector boundary (lp a multiple of the vector width). */
 static int use_stream(const bn_plan *p, const void *out)
 {
-#ifdef BN_SIMD
-    return out && (uintptr_t)out % (BN_W * sizeof(bp_real)) == 0 && p->lp % BN_W == 0 &&
+    return VSTREAM && out && (uintptr_t)out % (VL * sizeof(bp_real)) == 0 && p->lp % VL == 0 &&
            (size_t)(p->M * p->C) * sizeof(bp_real) >= BN_STREAM_MIN_BYTES;
-#else
-    (void)p;
-    (void)out;
-    return 0;
-#endif
 }
 
-#ifdef BN_SIMD
 /* lane_apply with streaming stores; y is vector-aligned. */
 static void lane_apply_nt(bp_real *y, const bp_real *x, const bp_real *restrict m,
                           const bp_real *restrict a, const bp_real *restrict b, int64_t L,
                           int relu)
 {
     int64_t j = 0;
-    for (; j + BN_W <= L; j += BN_W) {
-        bn_v v = bn_add(bn_mul(bn_sub(bn_load(x + j), bn_load(m + j)), bn_load(a + j)), bn_load(b + j));
-        bn_stream(y + j, relu ? bn_zero_if_neg(v) : v);
+    for (; j + VL <= L; j += VL) {
+        vr v = (*(const vru *)(x + j) - *(const vru *)(m + j)) * *(const vru *)(a + j) + *(const vru *)(b + j);
+        if (relu) v = (vr)((vri)v & ~(v < 0)); /* v < 0 ? 0 : v, NaN kept */
+        vstream(y + j, &v);
     }
     lane_apply(y + j, x + j, m + j, a + j, b + j, L - j, relu);
 }
-#endif
 
 /* Rows [r0, r1) of a second pass: the chunk's rows, or all rows when M is small. */
 static void chunk_rows(const bn_plan *p, int64_t ch, int64_t *r0, int64_t *r1)
@@ -442,20 +392,14 @@ static void apply_all(const bn_plan *p, bp_real *y, const bp_real *x, const bp_r
             int64_t r0, r1;
             chunk_rows(p, reverse ? lo + hi - 1 - i : i, &r0, &r1);
             for (int64_t r = r0; r < r1; r += u) {
-#ifdef BN_SIMD
-                if (stream) {
+                if (stream)
                     lane_apply_nt(y + r * C, x + r * C, m, a, b, min64(u, r1 - r) * C, relu);
-                    continue;
-                }
-#endif
-                lane_apply(y + r * C, x + r * C, m, a, b, min64(u, r1 - r) * C, relu);
+                else
+                    lane_apply(y + r * C, x + r * C, m, a, b, min64(u, r1 - r) * C, relu);
             }
-#ifdef BN_SIMD
-            if (stream) _mm_sfence(); /* order the streamed lines before anyone reads y */
-#endif
+            if (stream) vstream_fence(); /* order the streamed lines before anyone reads y */
         }
     }
-    (void)stream;
 }
 
 /* Fills the replicated (mean, alpha = invstd*scale, bias) arrays at par[0..3*lp).
@@ -533,19 +477,19 @@ static bp_status forward_train(const char *who, bp_real *y, bp_real *mean, bp_re
     return st;
 }
 
-bp_status bp_bn_forward_train(bp_real *y, bp_real *mean, bp_real *invstd, bp_real *var,
+bp_status bp__bn_forward_train(bp_real *y, bp_real *mean, bp_real *invstd, bp_real *var,
                               const bp_real *x, const bp_real *scale, const bp_real *bias,
                               int64_t M, int64_t C, double eps, void *work)
 {
-    return forward_train("bp_bn_forward_train", y, mean, invstd, var, x, scale, bias, M, C, eps,
+    return forward_train("bp__bn_forward_train", y, mean, invstd, var, x, scale, bias, M, C, eps,
                          work, 0);
 }
 
-bp_status bp_bn_relu_forward_train(bp_real *y, bp_real *mean, bp_real *invstd, bp_real *var,
+bp_status bp__bn_relu_forward_train(bp_real *y, bp_real *mean, bp_real *invstd, bp_real *var,
                                    const bp_real *x, const bp_real *scale, const bp_real *bias,
                                    int64_t M, int64_t C, double eps, void *work)
 {
-    return forward_train("bp_bn_relu_forward_train", y, mean, invstd, var, x, scale, bias, M, C,
+    return forward_train("bp__bn_relu_forward_train", y, mean, invstd, var, x, scale, bias, M, C,
                          eps, work, 1);
 }
 
@@ -555,10 +499,10 @@ static bp_real retain(double momentum, bp_real running, double stat)
     return (bp_real)(momentum * running + (1.0 - momentum) * stat);
 }
 
-bp_status bp_bn_update_running(bp_real *running_mean, bp_real *running_var, const bp_real *mean,
+bp_status bp__bn_update_running(bp_real *running_mean, bp_real *running_var, const bp_real *mean,
                                const bp_real *var, int64_t M, int64_t C, double momentum)
 {
-    const char *who = "bp_bn_update_running";
+    const char *who = "bp__bn_update_running";
     BN_NEED(who, running_mean);
     BN_NEED(who, running_var);
     BN_NEED(who, mean);
@@ -630,20 +574,20 @@ static bp_status forward_eval(const char *who, bp_real *y, const bp_real *x, con
     return st;
 }
 
-bp_status bp_bn_forward_eval(bp_real *y, const bp_real *x, const bp_real *running_mean,
+bp_status bp__bn_forward_eval(bp_real *y, const bp_real *x, const bp_real *running_mean,
                              const bp_real *running_var, const bp_real *scale, const bp_real *bias,
                              int64_t M, int64_t C, double eps, void *work)
 {
-    return forward_eval("bp_bn_forward_eval", y, x, running_mean, running_var, scale, bias, M, C,
+    return forward_eval("bp__bn_forward_eval", y, x, running_mean, running_var, scale, bias, M, C,
                         eps, work, 0);
 }
 
-bp_status bp_bn_relu_forward_eval(bp_real *y, const bp_real *x, const bp_real *running_mean,
+bp_status bp__bn_relu_forward_eval(bp_real *y, const bp_real *x, const bp_real *running_mean,
                                   const bp_real *running_var, const bp_real *scale,
                                   const bp_real *bias, int64_t M, int64_t C, double eps,
                                   void *work)
 {
-    return forward_eval("bp_bn_relu_forward_eval", y, x, running_mean, running_var, scale, bias,
+    return forward_eval("bp__bn_relu_forward_eval", y, x, running_mean, running_var, scale, bias,
                         M, C, eps, work, 1);
 }
 
@@ -687,40 +631,35 @@ static void lane_sums(bp_real *dx, const bp_real *dy, const bp_real *x,
     }
 }
 
-#ifdef BN_SIMD
-/* lane_sums without dx over BN_SL lanes of ng lane groups st apart, with the
+/* lane_sums without dx over BN_SLG = 4 vectors of lanes of ng lane groups st apart, with the
  * accumulators in registers (as lane_stats_regs); the same operations in the
  * same order as lane_sums. */
+#define BN_SLG (4 * VL)
 static void lane_sums_regs(const bp_real *dy, const bp_real *x, int64_t st, int64_t ng,
                            const bp_real *m, const bp_real *a, const bp_real *b, bp_real *s1,
                            bp_real *s2, int relu)
 {
-    bn_v m0 = bn_load(m), m1 = bn_load(m + BN_W), m2 = bn_load(m + 2 * BN_W), m3 = bn_load(m + 3 * BN_W);
-    bn_v a0 = bn_load(s1), a1 = bn_load(s1 + BN_W), a2 = bn_load(s1 + 2 * BN_W), a3 = bn_load(s1 + 3 * BN_W);
-    bn_v q0 = bn_load(s2), q1 = bn_load(s2 + BN_W), q2 = bn_load(s2 + 2 * BN_W), q3 = bn_load(s2 + 3 * BN_W);
-    for (int64_t g = 0; g < ng; g++, dy += st, x += st) {
-        bn_v x0 = bn_sub(bn_load(x), m0), x1 = bn_sub(bn_load(x + BN_W), m1);
-        bn_v x2 = bn_sub(bn_load(x + 2 * BN_W), m2), x3 = bn_sub(bn_load(x + 3 * BN_W), m3);
-        bn_v d0 = bn_load(dy), d1 = bn_load(dy + BN_W), d2 = bn_load(dy + 2 * BN_W), d3 = bn_load(dy + 3 * BN_W);
-        if (relu) { /* dz = dy where bn(x) = (x - m)*a + b > 0 */
-            d0 = bn_keep_if_pos(bn_add(bn_mul(x0, bn_load(a)), bn_load(b)), d0);
-            d1 = bn_keep_if_pos(bn_add(bn_mul(x1, bn_load(a + BN_W)), bn_load(b + BN_W)), d1);
-            d2 = bn_keep_if_pos(bn_add(bn_mul(x2, bn_load(a + 2 * BN_W)), bn_load(b + 2 * BN_W)), d2);
-            d3 = bn_keep_if_pos(bn_add(bn_mul(x3, bn_load(a + 3 * BN_W)), bn_load(b + 3 * BN_W)), d3);
-        }
-        a0 = bn_add(a0, d0);
-        a1 = bn_add(a1, d1);
-        a2 = bn_add(a2, d2);
-        a3 = bn_add(a3, d3);
-        q0 = bn_add(q0, bn_mul(d0, x0));
-        q1 = bn_add(q1, bn_mul(d1, x1));
-        q2 = bn_add(q2, bn_mul(d2, x2));
-        q3 = bn_add(q3, bn_mul(d3, x3));
+    vr mv[4], s[4], q[4];
+    for (int v = 0; v < 4; v++) {
+        mv[v] = *(const vru *)(m + v * VL);
+        s[v] = *(const vru *)(s1 + v * VL);
+        q[v] = *(const vru *)(s2 + v * VL);
     }
-    bn_storeu(s1, a0); bn_storeu(s1 + BN_W, a1); bn_storeu(s1 + 2 * BN_W, a2); bn_storeu(s1 + 3 * BN_W, a3);
-    bn_storeu(s2, q0); bn_storeu(s2 + BN_W, q1); bn_storeu(s2 + 2 * BN_W, q2); bn_storeu(s2 + 3 * BN_W, q3);
+    for (int64_t g = 0; g < ng; g++, dy += st, x += st)
+        for (int v = 0; v < 4; v++) {
+            vr xm = *(const vru *)(x + v * VL) - mv[v], d = *(const vru *)(dy + v * VL);
+            if (relu) { /* dz = dy where bn(x) = (x - m)*a + b > 0 */
+                vr z = xm * *(const vru *)(a + v * VL) + *(const vru *)(b + v * VL);
+                d = (vr)((vri)d & (z > 0));
+            }
+            s[v] += d;
+            q[v] += d * xm;
+        }
+    for (int v = 0; v < 4; v++) {
+        *(vru *)(s1 + v * VL) = s[v];
+        *(vru *)(s2 + v * VL) = q[v];
+    }
 }
-#endif
 
 /* One chunk of the gradient sums: acc0 = sum(dz), acc1 = sum(dz*(x - mean)) per channel,
  * with the replicated (mean, alpha, bias) at par[0..3*lp). Writes dx when given. */
@@ -742,15 +681,13 @@ static void sums_chunk(const bn_plan *p, int64_t ch, bp_real *dx, const bp_real 
             memset(s1, 0, sizeof(bp_real) * (size_t)(u * w));
             memset(s2, 0, sizeof(bp_real) * (size_t)(u * w));
             int64_t r = r0;
-#ifdef BN_SIMD
-            if (p->strips && !dx && (u * w) % BN_SL == 0) { /* lanes in registers */
+            if (p->strips && !dx && (u * w) % BN_SLG == 0) { /* lanes in registers */
                 const int64_t ng = (r1 - r0) / u, off = r0 * C + c0;
-                for (int64_t j = 0; j < u * w; j += BN_SL)
+                for (int64_t j = 0; j < u * w; j += BN_SLG)
                     lane_sums_regs(dy + off + j, x + off + j, u * C, ng, pm + c0 + j, pa + c0 + j,
                                    pb + c0 + j, s1 + j, s2 + j, relu);
                 r += ng * u;
             }
-#endif
             for (; r < r1; r += u) {
                 int64_t off = r * C + c0;
                 lane_sums(dx ? dx + off : NULL, dy + off, x + off, pm + c0, pa + c0, pb + c0, s1,
@@ -803,7 +740,6 @@ static void lane_dx(bp_real *dx, const bp_real *dy, const bp_real *x, const bp_r
     }
 }
 
-#ifdef BN_SIMD
 /* lane_dx with streaming stores; dx is vector-aligned. */
 static void lane_dx_nt(bp_real *dx, const bp_real *dy, const bp_real *x,
                        const bp_real *restrict m, const bp_real *restrict a,
@@ -812,15 +748,17 @@ static void lane_dx_nt(bp_real *dx, const bp_real *dy, const bp_real *x,
                        int relu)
 {
     int64_t j = 0;
-    for (; j + BN_W <= L; j += BN_W) {
-        bn_v xm = bn_sub(bn_load(x + j), bn_load(m + j)), dz = bn_load(dy + j);
-        if (relu) dz = bn_keep_if_pos(bn_add(bn_mul(xm, bn_load(a + j)), bn_load(b + j)), dz);
-        bn_v v = bn_add(bn_add(bn_mul(dz, bn_load(k1 + j)), bn_mul(xm, bn_load(k2 + j))), bn_load(k3 + j));
-        bn_stream(dx + j, v);
+    for (; j + VL <= L; j += VL) {
+        vr xm = *(const vru *)(x + j) - *(const vru *)(m + j), dz = *(const vru *)(dy + j);
+        if (relu) {
+            vr z = xm * *(const vru *)(a + j) + *(const vru *)(b + j);
+            dz = (vr)((vri)dz & (z > 0));
+        }
+        vr v = dz * *(const vru *)(k1 + j) + xm * *(const vru *)(k2 + j) + *(const vru *)(k3 + j);
+        vstream(dx + j, &v);
     }
     lane_dx(dx + j, dy + j, x + j, m + j, a + j, b + j, k1 + j, k2 + j, k3 + j, L - j, relu);
 }
-#endif
 
 static bp_status backward_train(const char *who, bp_real *dx, bp_real *dscale, bp_real *dbias,
                                 const bp_real *dy, const bp_real *x, const bp_real *mean,
@@ -867,40 +805,34 @@ static bp_status backward_train(const char *who, bp_real *dx, bp_real *dscale, b
         int64_t r0, r1;
         chunk_rows(&p, ch, &r0, &r1); /* this thread's chunks of the sums pass, last (cached) first */
         for (int64_t r = r0; r < r1; r += u) {
-#ifdef BN_SIMD
-            if (stream) {
+            if (stream)
                 lane_dx_nt(dx + r * C, dy + r * C, x + r * C, pm, pa, pb, k1, k2, k3,
                            min64(u, r1 - r) * C, relu);
-                continue;
-            }
-#endif
-            lane_dx(dx + r * C, dy + r * C, x + r * C, pm, pa, pb, k1, k2, k3,
-                    min64(u, r1 - r) * C, relu);
+            else
+                lane_dx(dx + r * C, dy + r * C, x + r * C, pm, pa, pb, k1, k2, k3,
+                        min64(u, r1 - r) * C, relu);
         }
-#ifdef BN_SIMD
-        if (stream) _mm_sfence();
-#endif
+        if (stream) vstream_fence();
     }
     }
-    (void)stream;
     free(owned);
     return BP_OK;
 }
 
-bp_status bp_bn_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_real *dy,
+bp_status bp__bn_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_real *dy,
                                const bp_real *x, const bp_real *mean, const bp_real *invstd,
                                const bp_real *scale, int64_t M, int64_t C, void *work)
 {
-    return backward_train("bp_bn_backward_train", dx, dscale, dbias, dy, x, mean, invstd, scale,
+    return backward_train("bp__bn_backward_train", dx, dscale, dbias, dy, x, mean, invstd, scale,
                           NULL, M, C, work, 0);
 }
 
-bp_status bp_bn_relu_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias,
+bp_status bp__bn_relu_backward_train(bp_real *dx, bp_real *dscale, bp_real *dbias,
                                     const bp_real *dy, const bp_real *x, const bp_real *mean,
                                     const bp_real *invstd, const bp_real *scale,
                                     const bp_real *bias, int64_t M, int64_t C, void *work)
 {
-    return backward_train("bp_bn_relu_backward_train", dx, dscale, dbias, dy, x, mean, invstd,
+    return backward_train("bp__bn_relu_backward_train", dx, dscale, dbias, dy, x, mean, invstd,
                           scale, bias, M, C, work, 1);
 }
 
@@ -934,26 +866,26 @@ static bp_status backward_eval(const char *who, bp_real *dx, bp_real *dscale, bp
     return st;
 }
 
-bp_status bp_bn_backward_eval(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_real *dy,
+bp_status bp__bn_backward_eval(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_real *dy,
                               const bp_real *x, const bp_real *running_mean,
                               const bp_real *running_var, const bp_real *scale, int64_t M,
                               int64_t C, double eps, void *work)
 {
-    return backward_eval("bp_bn_backward_eval", dx, dscale, dbias, dy, x, running_mean,
+    return backward_eval("bp__bn_backward_eval", dx, dscale, dbias, dy, x, running_mean,
                          running_var, scale, NULL, M, C, eps, work, 0);
 }
 
-bp_status bp_bn_relu_backward_eval(bp_real *dx, bp_real *dscale, bp_real *dbias,
+bp_status bp__bn_relu_backward_eval(bp_real *dx, bp_real *dscale, bp_real *dbias,
                                    const bp_real *dy, const bp_real *x,
                                    const bp_real *running_mean, const bp_real *running_var,
                                    const bp_real *scale, const bp_real *bias, int64_t M,
                                    int64_t C, double eps, void *work)
 {
-    return backward_eval("bp_bn_relu_backward_eval", dx, dscale, dbias, dy, x, running_mean,
+    return backward_eval("bp__bn_relu_backward_eval", dx, dscale, dbias, dy, x, running_mean,
                          running_var, scale, bias, M, C, eps, work, 1);
 }
 
-/* -------------------------------------- for batchnorm_pool_kernels.c */
+/* -------------------------------------- for batchnorm_relu_pool_fast.c */
 
 bn_plan bp__bn_plan_shape(int64_t M, int64_t C) { return plan_shape(M, C); }
 
