@@ -10,6 +10,7 @@
 #include <string.h>
 #include <bpc/autograd.h>
 #include <bpc/batchnorm.h>
+#include <bpc/comm.h>
 #include "batchnorm_internal.h"
 #include "layer_input.h"
 
@@ -56,6 +57,7 @@ static void bn_destroy(bp_node *n)
     bp_batchnorm *bn = (bp_batchnorm *)n;
     free(bn->axis_name);
     free(bn->axis_index_groups);
+    bp__batchnorm_sync_free(bn);
 }
 
 /* Normalises and checks opts' axes for an input of rank ndim: each in range,
@@ -160,6 +162,10 @@ static bp_status bn_new(bp_node **out, const bp_node_class *cls, int ndim, int64
                        o.momentum);
     if (o.n_axis_index_groups && !o.axis_index_groups)
         return bp_fail(BP_EINVAL, "%s: axis_index_groups is NULL with %zu entries", who, o.n_axis_index_groups);
+    if (o.axis_index_group_size < 0 ||
+        (o.axis_index_group_size > 0 && o.n_axis_index_groups % (size_t)o.axis_index_group_size != 0))
+        return bp_fail(BP_EINVAL, "%s: %zu axis_index_groups entries do not make groups of %d ranks", who,
+                       o.n_axis_index_groups, o.axis_index_group_size);
     int axis[BP_MAX_DIMS], n_axis = 0;
     BP_TRY(resolve_axes(who, ndim, &o, axis, &n_axis));
     int n_kept = ndim - 1 - n_axis;
@@ -200,6 +206,7 @@ static bp_status bn_new(bp_node **out, const bp_node_class *cls, int ndim, int64
         else {
             memcpy(bn->axis_index_groups, o.axis_index_groups, sizeof(int) * o.n_axis_index_groups);
             bn->n_axis_index_groups = o.n_axis_index_groups;
+            bn->axis_index_group_size = o.axis_index_group_size;
         }
     }
     bp_rng seeded, *rng = bp_rng_or_default(o.rng, &seeded);
@@ -313,10 +320,10 @@ bp_status bp__batchnorm_check(const bp_batchnorm *bn, const bp_tensor *x, bool f
             return bp_fail(BP_ESHAPE, "%s: input axis %d has size %lld, but the layer was built with kept_dims[%d] = %lld",
                            who, bn->n_axis + i, (long long)x->shape[bn->n_axis + i], i,
                            (long long)bn->kept_dims[i]);
-    if (fit && bn->axis_name)
+    if (fit && bn->axis_name && !bp_axis_comm(bn->axis_name))
         return bp_fail(BP_EUNSUPPORTED,
-                       "%s: axis_name \"%s\" asks for statistics across replicas, which need distributed "
-                       "training (not available in this build)",
+                       "%s: axis_name \"%s\" asks for statistics across replicas, but no communicator is bound "
+                       "to it (bp_axis_bind)",
                        who, bn->axis_name);
     return BP_OK;
 }
@@ -366,6 +373,7 @@ bp_status bp__batchnorm_update(bp_node *n, bp_tensor *x, bool relu, bp_tensor **
     *out = NULL;
     const bool fit = bp_share_fit();
     BP_TRY(bp__batchnorm_check(bn, x, fit));
+    if (fit && bn->axis_name) return bp__batchnorm_update_sync(bn, x, relu, out);
     const int64_t F = bn->n_features, C = bn->num_features, M = x->numel / F;
     bn_ctx c = {.M = M, .F = F, .C = C, .eps = bn->epsilon, .fit = fit, .relu = relu};
     bp_tensor *y = NULL, *var = NULL, *next = NULL;

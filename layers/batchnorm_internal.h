@@ -265,6 +265,10 @@ void bp__bn_affine_params(const bn_plan *p, const bp_real *mean, const bp_real *
  * max(BatchNorm(x), 0) in one pass, same statistics, running updates, errors
  * and gradients (bit for bit) as update then a ReLU. */
 bp_status bp__batchnorm_update(bp_node *n, bp_tensor *x, bool relu, bp_tensor **out);
+/* The fit step with cross-replica statistics (batchnorm_sync.c); frees the
+ * layer's group communicator. */
+bp_status bp__batchnorm_update_sync(bp_batchnorm *bn, bp_tensor *x, bool relu, bp_tensor **out);
+void bp__batchnorm_sync_free(bp_batchnorm *bn);
 /* The layer's input check (rank, channels, dtype, kept axes; axis_name when fit). */
 bp_status bp__batchnorm_check(const bp_batchnorm *bn, const bp_tensor *x, bool fit);
 /* The running statistics after a fit step on M rows with batch mean and biased

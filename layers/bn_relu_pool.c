@@ -141,7 +141,8 @@ bp_status bp__bn_relu_pool_run(bp_node *n, bp_node *pool, bp_tensor *x, bp_tenso
     if (!out) return bp_fail(BP_EINVAL, "%s: out is NULL", bp_node_name(n));
     *out = NULL;
     bp__bn_pool3d g;
-    if (pool && x && bp_share_fit() && !bp__batchnorm_check(bn, x, true) && fusable(bn, pool, x, &g))
+    /* cross-replica statistics take the two-step path (batchnorm_sync.c) */
+    if (pool && x && bp_share_fit() && !bn->axis_name && !bp__batchnorm_check(bn, x, true) && fusable(bn, pool, x, &g))
         return fused_forward(bn, x, &g, out);
     bp_tensor *h;
     BP_TRY(bp__batchnorm_update(n, x, true, &h));

@@ -28,7 +28,22 @@
  * batch's and move the running statistics once per micro-batch: keep each
  * call's batch large enough per channel, or freeze BatchNorm (eval) to fine-tune.
  * There is no num_batches_tracked / cumulative-average mode (PyTorch's
- * momentum=None); momentum is always an exponential retention factor. */
+ * momentum=None); momentum is always an exponential retention factor.
+ *
+ * Cross-replica statistics (axis_name). When axis_name is bound to a
+ * communicator (bpc/comm.h, bp_axis_bind), a fit step takes the statistics of
+ * the whole global batch across its ranks (or, with axis_index_groups, of the
+ * rank's group: groups of axis_index_group_size ranks, split once, at the first
+ * fit step). Each rank's (count, mean, M2) per feature is combined in double,
+ * in rank order (Chan's formula), so ranks with different batch sizes (3 + 5,
+ * even 0 + 8, or 1 per rank) get exactly the statistics of their union, and
+ * every rank the same bits; the running variance is unbiased over the global
+ * count. BrainPy instead averages per-replica E[x] and E[x^2] (pmean), which is
+ * exact only for equal batches and cancels in float32. The backward all-reduces
+ * the 2 F per-feature sums once; the parameter gradients stay each rank's own
+ * (a data-parallel gradient reduction sums them). Evaluation communicates
+ * nothing. A fit step with an unbound axis_name is BP_EUNSUPPORTED naming the
+ * axis; ranks that call BatchNorm a different number of times get BP_ECOMM. */
 #ifndef BPC_BATCHNORM_H
 #define BPC_BATCHNORM_H
 
@@ -61,10 +76,10 @@ typedef struct bp_batchnorm_opts {
     bp_init scale_initializer;  /* OneInit(1.0); arrays and callback user data are read
                                  * only during construction (the copies kept in
                                  * bp_batchnorm still point at them, unread) */
-    const char *axis_name;      /* stored; a non-NULL value fails at update time while fitting
-                                 * (cross-replica statistics need distributed training) */
-    const int *axis_index_groups; /* stored (copied), n_axis_index_groups entries */
+    const char *axis_name;      /* NULL, or the axis to take statistics across (see below) */
+    const int *axis_index_groups; /* ranks, the groups back to back (copied), n_axis_index_groups entries */
     size_t n_axis_index_groups;
+    int axis_index_group_size;  /* ranks per group (JAX's groups are of equal size); 0: one group */
     const bp_mode *mode;        /* NULL: TrainingMode(batch_size=1) */
     const char *name;           /* NULL: automatic "BatchNorm3d<n>" */
     bp_rng *rng;                /* for random initializers; NULL: a generator seeded with 0 */
@@ -92,6 +107,8 @@ typedef struct bp_batchnorm {
     char *axis_name;
     int *axis_index_groups;
     size_t n_axis_index_groups;
+    int axis_index_group_size;
+    struct bp_bn_sync *sync;    /* private: the group communicator, made at the first synced fit */
     bp_var *running_mean, *running_var;  /* shape: the non-reduced axes (C,) by default */
     bp_var *bias, *scale;                /* NULL unless affine */
 } bp_batchnorm;
