@@ -76,6 +76,24 @@ static bp_status reduce_real(bp_comm *c, bp_real *buf, size_t n)
 #endif
 }
 
+static bp_status reduce_grads(bp_comm *c, const bp_collector *vars, int64_t total, bp_real w, bool zero);
+
+bp_status bp_dp_sum_grads(bp_comm *c, const bp_collector *vars)
+{
+    BP_TRY(need("dp_sum_grads", c, vars));
+    char tag[64];
+    int64_t total;
+    layout_tag(tag, sizeof tag, "dp_sum_grads", vars, true, &total);
+    BP_TRY(bp_comm_agree(c, tag, total));
+    for (size_t i = 0; i < bp_collector_len(vars); i++) {
+        const bp_var *v = bp_collector_var(vars, i);
+        if (v->grad && v->grad->dtype != BP_REAL_DTYPE)
+            return bp_fail(BP_EDTYPE, "dp_sum_grads: \"%s\" has a %s gradient (expected %s)",
+                           bp_collector_key(vars, i), bp_dtype_name(v->grad->dtype), bp_dtype_name(BP_REAL_DTYPE));
+    }
+    return bp_comm_size(c) == 1 ? BP_OK : reduce_grads(c, vars, total, 1, false);
+}
+
 /* Packs scaled gradients into buf until it is full, reduces, unpacks. */
 bp_status bp_dp_allreduce_grads(bp_comm *c, const bp_collector *vars, int64_t n_local, int64_t *n_global)
 {
@@ -100,7 +118,13 @@ bp_status bp_dp_allreduce_grads(bp_comm *c, const bp_collector *vars, int64_t n_
                            bp_collector_key(vars, i), bp_dtype_name(v->grad->dtype), bp_dtype_name(BP_REAL_DTYPE));
     }
     if (bp_comm_size(c) == 1) return BP_OK; /* w = 1: the gradients are already the global mean */
-    const bp_real w = (bp_real)((double)n_local / counts[1]);
+    return reduce_grads(c, vars, total, (bp_real)((double)n_local / counts[1]), n_local == 0);
+}
+
+/* grad <- sum over ranks of w * grad (zeros from a rank with zero set), in
+ * messages of at most DP_MESSAGE_BYTES. */
+static bp_status reduce_grads(bp_comm *c, const bp_collector *vars, int64_t total, bp_real w, bool zero)
+{
     const size_t cap = DP_MESSAGE_BYTES / sizeof(bp_real);
     size_t want = (size_t)total < cap ? (size_t)total : cap;
     bp_real *buf = malloc(sizeof *buf * (want ? want : 1));
@@ -117,7 +141,7 @@ bp_status bp_dp_allreduce_grads(bp_comm *c, const bp_collector *vars, int64_t n_
             if (k > want - fill) k = want - fill;
             const bp_real *g = (const bp_real *)v->grad->data + off;
             /* a rank without samples sends zeros, whatever its (unused) grad holds */
-            if (n_local == 0) memset(buf + fill, 0, sizeof *buf * k);
+            if (zero) memset(buf + fill, 0, sizeof *buf * k);
             else for (size_t j = 0; j < k; j++) buf[fill + j] = w * g[j];
             fill += k, off += k;
         }

@@ -3,6 +3,8 @@
  * Default: the built-in synthetic shapes dataset (8 classes, 32^3 voxels),
  * Adam with a cosine learning-rate schedule, a checkpoint after every epoch,
  * --resume to continue exactly where a run stopped, Ctrl-C to save and exit.
+ * Under mpirun (when bpc was built with MPI) each batch is split over the
+ * processes, with cross-replica BatchNorm, and rank 0 prints and writes.
  * `train3d --help` lists the options. */
 #include <errno.h>
 #include <math.h>
@@ -19,6 +21,10 @@
 #include <bpc/optimizer.h>
 #include <bpc/scheduler.h>
 #include <bpc/train_checkpoint.h>
+#include <bpc/data_parallel.h>
+#ifdef TRAIN3D_MPI
+#include <bpc/comm_mpi.h>
+#endif
 #include "data.h"
 #include "model.h"
 #include "options.h"
@@ -40,9 +46,21 @@ typedef struct trainer {
     bp_collector *model_vars, *opt_vars;
     bp_rng shuffle;          /* drives the per-epoch permutation */
     int64_t *perm;
-    bp_tensor *x, *y;        /* one batch */
+    bp_tensor *x, *y;        /* one batch (this rank's share of it) */
     int64_t steps_per_epoch;
+    bp_comm *comm;           /* the processes training together (bp_comm_self alone) */
+    int rank, size;
+    bool sync_bn;            /* BatchNorm statistics across the processes */
+    bp_collector *train_vars;
 } trainer;
+
+/* This rank's rows [lo, lo + n) of a batch of b: near-equal shares in rank order. */
+static void share_of(const trainer *t, int64_t b, int64_t *lo, int64_t *n)
+{
+    const int64_t q = b / t->size, r = b % t->size;
+    *n = q + (t->rank < r);
+    *lo = t->rank * q + (t->rank < r ? t->rank : r);
+}
 
 /* Argmax accuracy count and the batch loss of logits against labels. */
 static int64_t count_correct(const bp_tensor *logits, const bp_tensor *labels)
@@ -81,7 +99,8 @@ static bp_status evaluate(trainer *t, const dataset *d, double *loss, double *ac
     int64_t correct = 0, B = t->o.batch;
     int64_t *idx = malloc(sizeof *idx * (size_t)B);
     bp_status st = idx ? BP_OK : bp_fail(BP_ENOMEM, "evaluate: out of memory");
-    for (int64_t s = 0; !st && s < d->n; s += B) {
+    for (int64_t s = 0, k = 0; !st && s < d->n; s += B, k++) {
+        if (k % t->size != t->rank) continue; /* this rank's batches */
         int64_t b = d->n - s < B ? d->n - s : B;
         for (int64_t i = 0; i < b; i++) idx[i] = s + i;
         bp_tensor *logits = NULL, *l = NULL;
@@ -97,28 +116,42 @@ static bp_status evaluate(trainer *t, const dataset *d, double *loss, double *ac
     }
     bp_no_grad_end();
     free(idx);
+    double sums[2] = {sum, (double)correct};
+    if (!st) st = bp_comm_allreduce_f64(t->comm, sums, 2);
+    sum = sums[0], correct = (int64_t)sums[1];
     *loss = sum / (double)d->n;
     *acc = (double)correct / (double)d->n;
     return st;
 }
 
 /* One training step on batch idx[0..b): forward, backward, optimizer update. */
+/* With several processes, rank r runs rows [lo, lo + n) of the batch; its
+ * loss (the mean over its rows) and accuracy count come back as this rank's,
+ * the caller sums them. Gradients: with cross-replica BatchNorm every rank
+ * back-propagates its share n/b of the batch's mean loss and the gradients
+ * are summed; otherwise the per-rank means are averaged weighted by n. */
 static bp_status train_step(trainer *t, const int64_t *idx, int64_t b, double *loss, int64_t *correct)
 {
     bp_share_save_fit(true);
-    BP_TRY(make_batch(t, &t->train, idx, b));
-    bp_tensor *logits = NULL, *l = NULL;
+    int64_t lo = 0, n = b;
+    if (t->size > 1) share_of(t, b, &lo, &n);
+    BP_TRY(make_batch(t, &t->train, idx + lo, n));
+    bp_tensor *logits = NULL, *l = NULL, *share = NULL;
     bp_status st = bp_node_update(t->net, t->x, &logits);
     if (!st) st = bp_softmax_cross_entropy(&l, logits, t->y);
+    if (!st && t->size > 1 && t->sync_bn) st = bp_mul_scalar(&share, l, (double)n / (double)b);
     if (!st) {
         *loss = bp_tensor_get(l, 0);
         *correct = count_correct(logits, t->y);
         bp_node_zero_grad(t->net);
-        st = bp_backward(l);
+        st = bp_backward(share ? share : l);
     } else {
         bp_ag_release_graph();
     }
+    if (!st && t->size > 1)
+        st = t->sync_bn ? bp_dp_sum_grads(t->comm, t->train_vars) : bp_dp_allreduce_grads(t->comm, t->train_vars, n, NULL);
     if (!st) st = bp_optim_update(t->opt);
+    bp_tensor_free(share);
     bp_tensor_free(l);
     bp_tensor_free(logits);
     return st;
@@ -169,6 +202,7 @@ static bp_status run_metadata(const trainer *t, const progress_state *p, bp_dict
 
 static bp_status save_checkpoint(trainer *t, progress_state *p)
 {
+    if (t->rank != 0) return BP_OK; /* every rank holds the same state: rank 0 writes it */
     char path[4096];
     checkpoint_path(&t->o, path, sizeof path);
     bp_train_rng rng;
@@ -253,7 +287,13 @@ static bp_status setup(trainer *t)
         BP_TRY(data_synthetic(&t->train, o->seed, 0, o->train_n, o->size));
         BP_TRY(data_synthetic(&t->val, o->seed, 1000000000LL, o->val_n, o->size));
     }
-    BP_TRY(net_new(&t->net, NET_GLOBAL, t->train.dims, t->train.channels, t->train.classes, o->seed));
+    t->sync_bn = t->size > 1 && !o->no_sync_bn;
+    if (t->sync_bn) BP_TRY(bp_axis_bind("batch", t->comm));
+    BP_TRY(net_new_axis(&t->net, NET_GLOBAL, t->train.dims, t->train.channels, t->train.classes, o->seed,
+                        t->sync_bn ? "batch" : NULL));
+    if (t->size > o->batch)
+        return bp_fail(BP_EINVAL, "--batch-size %d is smaller than the %d processes: each needs a sample", o->batch,
+                       t->size);
     t->steps_per_epoch = t->train.n / o->batch; /* the last partial batch is dropped */
     if (t->steps_per_epoch < 1)
         return bp_fail(BP_EINVAL, "%lld training samples are fewer than one batch of %d", (long long)t->train.n, o->batch);
@@ -274,8 +314,10 @@ static bp_status setup(trainer *t)
         mo.train_vars = tv;
         st = bp_momentum_new(&t->opt, &mo);
     }
-    bp_collector_free(tv);
+    t->train_vars = tv;
     if (!st) st = bp_node_vars(t->net, NULL, &t->model_vars);
+    /* every process starts from rank 0's weights and buffers */
+    if (!st && t->size > 1) st = bp_dp_broadcast_vars(t->comm, t->model_vars, 0);
     if (!st) st = bp_node_vars(t->opt, NULL, &t->opt_vars);
     t->perm = malloc(sizeof *t->perm * (size_t)t->train.n);
     if (!st && !t->perm) st = bp_fail(BP_ENOMEM, "out of memory");
@@ -287,6 +329,7 @@ static void teardown(trainer *t)
 {
     bp_collector_free(t->model_vars);
     bp_collector_free(t->opt_vars);
+    bp_collector_free(t->train_vars);
     bp_node_free(t->opt);
     bp_node_free(t->sched);
     bp_node_free(t->net);
@@ -321,7 +364,7 @@ static int run(trainer *t)
                (long long)p.step);
         t->shuffle = p.epoch_shuffle;
     }
-    FILE *metrics = open_metrics(o, o->resume);
+    FILE *metrics = t->rank == 0 ? open_metrics(o, o->resume) : fopen("/dev/null", "w");
     if (!metrics) {
         fprintf(stderr, "train3d: cannot write %s/metrics.csv: %s\n", o->out, strerror(errno));
         return 1;
@@ -350,6 +393,19 @@ static int run(trainer *t)
                 status = 1;
                 break;
             }
+            if (t->size > 1) {
+                /* the batch's loss and count from every rank's share, and whether any was interrupted */
+                int64_t lo, n;
+                share_of(t, o->batch, &lo, &n);
+                double sums[3] = {loss * (double)n, (double)correct, (double)interrupted};
+                if (bp_comm_allreduce_f64(t->comm, sums, 3)) {
+                    fprintf(stderr, "\ntrain3d: rank %d: %s\n", t->rank, bp_last_error());
+                    status = 1;
+                    break;
+                }
+                loss = sums[0] / o->batch, correct = (int64_t)sums[1];
+                if (sums[2] > 0) interrupted = 1;
+            }
             p.loss_sum += loss * o->batch;
             p.correct += correct;
             p.seen += o->batch;
@@ -360,9 +416,11 @@ static int run(trainer *t)
                 if (save_checkpoint(t, &p)) {
                     fprintf(stderr, "train3d: interrupted, and the checkpoint failed: %s\n", bp_last_error());
                     status = 1;
-                } else {
+                } else if (t->rank == 0) {
                     printf("interrupted: saved %s/checkpoint.safetensors (epoch %lld, step %lld); "
                            "continue with --resume\n", o->out, (long long)epoch + 1, (long long)p.step);
+                    status = 130;
+                } else {
                     status = 130;
                 }
                 break;
@@ -378,7 +436,7 @@ static int run(trainer *t)
             break;
         }
         double secs = progress_now() - t0, tloss = p.loss_sum / p.seen, tacc = (double)p.correct / p.seen;
-        printf("epoch %lld/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f (chance %.3f) | lr %.2e | %.1fs\n",
+        if (t->rank == 0) printf("epoch %lld/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f (chance %.3f) | lr %.2e | %.1fs\n",
                (long long)epoch + 1, o->epochs, tloss, tacc, vloss, vacc, chance, lr, secs);
         fflush(stdout);
         fprintf(metrics, "%lld,%.6f,%.6f,%.6f,%.6f,%.6e,%.3f\n", (long long)epoch + 1, tloss, tacc, vloss, vacc, lr, secs);
@@ -390,7 +448,7 @@ static int run(trainer *t)
         }
     }
     fclose(metrics);
-    if (!status) {
+    if (!status && t->rank == 0) {
         char path[4096];
         snprintf(path, sizeof path, "%s/model.safetensors", o->out);
         if (bp_save_states(t->net, path, NULL, NULL)) {
@@ -402,33 +460,77 @@ static int run(trainer *t)
     return status;
 }
 
+#ifdef TRAIN3D_MPI
+static bool under_mpirun(void)
+{
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_SIZE");
+}
+#endif
+
+/* The processes training together: MPI's world when started by mpirun (and
+ * bpc has MPI), else this process alone, without starting MPI at all. */
+static bp_status open_comm(trainer *t)
+{
+#ifdef TRAIN3D_MPI
+    if (under_mpirun()) BP_TRY(bp_comm_mpi_world(&t->comm));
+    else BP_TRY(bp_comm_self(&t->comm));
+#else
+    BP_TRY(bp_comm_self(&t->comm));
+#endif
+    t->rank = bp_comm_rank(t->comm);
+    t->size = bp_comm_size(t->comm);
+    return BP_OK;
+}
+
+static void close_comm(trainer *t)
+{
+    bp_comm_free(t->comm);
+#ifdef TRAIN3D_MPI
+    bp_comm_mpi_finalize(); /* nothing when MPI was not started */
+#endif
+}
+
 int main(int argc, char **argv)
 {
     trainer t = {0};
     int rc = parse_args(argc, argv, &t.o);
     if (rc) return rc < 0 ? 0 : rc;
+    if (open_comm(&t)) {
+        fprintf(stderr, "train3d: %s\n", bp_last_error());
+        return 1;
+    }
+    if (t.rank != 0) t.o.quiet = 1;
     if (t.o.threads > 0) omp_set_num_threads(t.o.threads);
     if (mkdir(t.o.out, 0755) && errno != EEXIST) {
         fprintf(stderr, "train3d: cannot create %s: %s\n", t.o.out, strerror(errno));
+        close_comm(&t);
         return 1;
     }
     double t0 = progress_now();
     if (setup(&t)) {
         fprintf(stderr, "train3d: %s\n", bp_last_error());
         teardown(&t);
+        close_comm(&t);
         return 1;
     }
-    printf("bpc %s train3d: %s, %lld train / %lld held-out samples of (%lld,%lld,%lld,%lld), %d classes "
-           "(chance %.1f%%)\n",
-           bp_version(), t.o.data ? t.o.data : "synthetic shapes", (long long)t.train.n, (long long)t.val.n,
-           (long long)t.train.dims[0], (long long)t.train.dims[1], (long long)t.train.dims[2],
-           (long long)t.train.channels, t.train.classes, 100.0 / t.train.classes);
-    char model[256] = "?";
-    net_describe(t.net, false, model, sizeof model);
-    printf("model: %s; %s lr %g (cosine), batch %d, %d threads; data ready in %.1fs\n", model, t.o.optimizer, t.o.lr,
-           t.o.batch, omp_get_max_threads(), progress_now() - t0);
+    if (t.rank == 0) {
+        printf("bpc %s train3d: %s, %lld train / %lld held-out samples of (%lld,%lld,%lld,%lld), %d classes "
+               "(chance %.1f%%)\n",
+               bp_version(), t.o.data ? t.o.data : "synthetic shapes", (long long)t.train.n, (long long)t.val.n,
+               (long long)t.train.dims[0], (long long)t.train.dims[1], (long long)t.train.dims[2],
+               (long long)t.train.channels, t.train.classes, 100.0 / t.train.classes);
+        char model[256] = "?";
+        net_describe(t.net, false, model, sizeof model);
+        printf("model: %s; %s lr %g (cosine), batch %d, %d threads; data ready in %.1fs\n", model, t.o.optimizer,
+               t.o.lr, t.o.batch, omp_get_max_threads(), progress_now() - t0);
+        if (t.size > 1)
+            printf("%d processes: each step splits the batch of %d over them; BatchNorm statistics %s\n", t.size,
+                   t.o.batch, t.sync_bn ? "across all of them (cross-replica)" : "per process (--no-sync-bn)");
+    }
     signal(SIGINT, on_sigint);
     rc = run(&t);
     teardown(&t);
+    if (t.sync_bn) bp_axis_unbind("batch");
+    close_comm(&t);
     return rc;
 }

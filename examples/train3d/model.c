@@ -68,6 +68,12 @@ static bp_status attach(bp_node *net, const char *attr, bp_status made, bp_node 
 
 bp_status net_new(bp_node **out, net_kind kind, const int64_t dims[3], int64_t in_ch, int classes, uint64_t seed)
 {
+    return net_new_axis(out, kind, dims, in_ch, classes, seed, NULL);
+}
+
+bp_status net_new_axis(bp_node **out, net_kind kind, const int64_t dims[3], int64_t in_ch, int classes, uint64_t seed,
+                       const char *bn_axis)
+{
     bp_mode train = bp_training_mode(1);
     bp_node *n, *l = NULL;
     BP_TRY(bp_node_create(&n, &net_class, NULL, &train));
@@ -87,6 +93,7 @@ bp_status net_new(bp_node **out, net_kind kind, const int64_t dims[3], int64_t i
      * slower average lags the weights and evaluation suffers. */
     bp_batchnorm_opts bo = bp_batchnorm_defaults();
     bo.momentum = 0.9;
+    bo.axis_name = bn_axis;
     int64_t flat = kind == NET_GLOBAL ? 64 : 32 * (dims[0] / 4) * (dims[1] / 4) * (dims[2] / 4);
     int one[3] = {1, 1, 1};
     bp_status st = attach(n, "conv1", bp_conv3d_new(&l, in_ch, 16, &co), &l, &m->conv1);

@@ -17,6 +17,10 @@ typedef enum net_kind { NET_FLAT, NET_GLOBAL } net_kind;
 
 /* dims: the input's H, W, D (each divisible by 4, by 8 for NET_GLOBAL); in_ch: C. */
 bp_status net_new(bp_node **out, net_kind kind, const int64_t dims[3], int64_t in_ch, int classes, uint64_t seed);
+/* As net_new, with every BatchNorm's statistics taken across the processes
+ * bound to bn_axis (bpc/comm.h); NULL: per process. */
+bp_status net_new_axis(bp_node **out, net_kind kind, const int64_t dims[3], int64_t in_ch, int classes, uint64_t seed,
+                       const char *bn_axis);
 
 /* One line saying what net is, read off its nodes: "3 x [Conv3d-BatchNorm3d-
  * ReLU-MaxPool3d] (1->16->32->64), global average pool, Dense(64->8)";

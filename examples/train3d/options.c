@@ -37,9 +37,14 @@ static void usage(FILE *f)
             "  --resume          continue from DIR/checkpoint.safetensors (same --seed, --batch-size, --lr,\n"
             "                    --optimizer and data options as the run that wrote it; --epochs may grow)\n"
             "  --quiet           per-epoch lines only\n"
+            "  --no-sync-bn      under mpirun: BatchNorm takes each rank's own statistics instead of the\n"
+            "                    whole global batch's (cross-replica, the default)\n"
             "  --help            this text\n\n"
             "Ctrl-C saves a checkpoint after the current step and exits; --resume continues from it with\n"
-            "the same results as an uninterrupted run (same thread count).\n",
+            "the same results as an uninterrupted run (same thread count).\n\n"
+            "Under MPI (built with OpenMPI): mpirun -n R train3d ... splits every batch over R processes\n"
+            "(one shared shuffle; rank r takes its share), sums the gradients across them, and rank 0\n"
+            "alone prints and writes files; --resume works with any R (the same R repeats bit for bit).\n",
             model, TRAIN3D_MAX_THREADS, TRAIN3D_MAX_DIR);
 }
 
@@ -177,6 +182,7 @@ int parse_args(int argc, char **argv, options *o)
         else if (TAKE("--size")) ok = int_arg(v, INT_MAX, &n), o->size = (int)n;
         else if (!strcmp(a, "--resume")) o->resume = 1;
         else if (!strcmp(a, "--quiet")) o->quiet = 1;
+        else if (!strcmp(a, "--no-sync-bn")) o->no_sync_bn = 1;
         else {
             fprintf(stderr, "train3d: unknown or incomplete option \"%s\"\n\n", a);
             usage(stderr);

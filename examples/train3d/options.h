@@ -21,6 +21,7 @@ typedef struct options {
     uint64_t seed;
     int64_t train_n, val_n;
     int resume, quiet;
+    int no_sync_bn;                    /* under MPI: each rank's BatchNorm uses its own statistics */
 } options;
 
 /* Fills o from argv. Returns 0, or the exit status after printing the reason

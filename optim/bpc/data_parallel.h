@@ -41,6 +41,12 @@ bp_status bp_dp_broadcast_vars(bp_comm *c, const bp_collector *vars, int root);
  * whatever its grads hold (it need not run backward). */
 bp_status bp_dp_allreduce_grads(bp_comm *c, const bp_collector *vars, int64_t n_local, int64_t *n_global);
 
+/* Collective: grad <- the plain sum over ranks of every TrainVar's grad. For
+ * when each rank back-propagated its own share of the global loss (its loss
+ * already scaled by n_local / N): what cross-replica BatchNorm needs, since its
+ * backward couples the ranks and must see every rank's share of one loss. */
+bp_status bp_dp_sum_grads(bp_comm *c, const bp_collector *vars);
+
 /* Collective: BP_OK when every rank's vars hold the same bytes as rank 0's;
  * otherwise BP_ECOMM on every rank naming the first rank and var that differ. */
 bp_status bp_dp_check_replicas(bp_comm *c, const bp_collector *vars);
