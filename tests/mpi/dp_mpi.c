@@ -38,20 +38,24 @@ static void sample(int64_t i, float *x, float *t)
     for (int j = 0; j < NOUT; j++) t[j] = (float)cos(0.3 * (double)i * (j + 1));
 }
 
-/* Gradients of mse(model(x), t) over samples [lo, hi) into the vars' grads. */
-static bp_status grads_over(bp_node *model, int64_t lo, int64_t hi)
+/* Gradients of scale * mse(model(x), t) over samples [lo, hi) into the vars' grads. */
+static bp_status grads_scaled(bp_node *model, int64_t lo, int64_t hi, double scale);
+static bp_status grads_over(bp_node *model, int64_t lo, int64_t hi) { return grads_scaled(model, lo, hi, 1); }
+
+static bp_status grads_scaled(bp_node *model, int64_t lo, int64_t hi, double scale)
 {
     bp_node_zero_grad(model);
     if (hi <= lo) return BP_OK;
-    bp_tensor *x = NULL, *t = NULL, *y = NULL, *l = NULL;
+    bp_tensor *x = NULL, *t = NULL, *y = NULL, *l = NULL, *ls = NULL;
     bp_status st = bp_tensor_new(&x, BP_FLOAT32, 2, (int64_t[]){hi - lo, NIN});
     if (!st) st = bp_tensor_new(&t, BP_FLOAT32, 2, (int64_t[]){hi - lo, NOUT});
     for (int64_t i = lo; !st && i < hi; i++)
         sample(i, (float *)x->data + (i - lo) * NIN, (float *)t->data + (i - lo) * NOUT);
     if (!st) st = bp_node_update(model, x, &y);
     if (!st) st = bp_mse(&l, y, t);
-    if (!st) st = bp_backward(l);
-    bp_tensor_free(x), bp_tensor_free(t), bp_tensor_free(y), bp_tensor_free(l);
+    if (!st) st = bp_mul_scalar(&ls, l, scale);
+    if (!st) st = bp_backward(ls);
+    bp_tensor_free(x), bp_tensor_free(t), bp_tensor_free(y), bp_tensor_free(l), bp_tensor_free(ls);
     return st;
 }
 
@@ -122,6 +126,24 @@ int main(void)
         }
         CHECK(bp_dp_check_replicas(w, vars) == BP_OK, "step %d: replicas identical", step);
     }
+
+    /* bp_dp_sum_grads: each rank back-propagates its share n_r / N of the
+     * global mean loss; the plain sum is the whole batch's gradient */
+    if (g_rank == 1) {
+        CHECK(grads_scaled(model, lo, lo, 1) == BP_OK, "no samples"); /* zero grads */
+    } else {
+        CHECK(grads_scaled(model, lo, lo + count_of(g_rank), (double)count_of(g_rank) / (double)total) == BP_OK,
+              "scaled local grads");
+    }
+    CHECK(bp_dp_sum_grads(w, vars) == BP_OK, "sum_grads");
+    CHECK(grads_over(ref, 0, total) == BP_OK, "reference grads");
+    double worst_sum = 0;
+    for (size_t i = 0; i < bp_collector_len(vars); i++) {
+        const bp_tensor *a = bp_collector_var(vars, i)->grad, *b = bp_collector_var(rvars, i)->grad;
+        for (int64_t k = 0; k < a->numel; k++)
+            worst_sum = fmax(worst_sum, fabs((double)((const float *)a->data)[k] - ((const float *)b->data)[k]));
+    }
+    CHECK(worst_sum <= 1e-5, "summed share gradients differ from the whole-batch gradient by %g", worst_sum);
 
     /* another model (other keys and shapes) on one rank: every rank fails, none hangs */
     bp_node *other = NULL;
