@@ -334,6 +334,23 @@ static bp_status resume_checked(bp_dict *flat, const bp_train_state *s, const bp
     return load_variables(flat, s);
 }
 
+/* What a file that fits this state can hold: the state's variables, plus
+ * the bookkeeping and metadata bound of bp_load_opts. A file claiming more is
+ * refused before its data is allocated or inflated. */
+static bp_status state_bytes(const bp_train_state *s, uint64_t *out)
+{
+    bp_node *nodes[3] = {s->model, s->optimizer, separate_scheduler(s)};
+    uint64_t total = BP_CKPT_MAX_OTHER_BYTES;
+    for (int k = 0; k < 3; k++) {
+        bp_collector *v = NULL;
+        BP_TRY(node_vars_unique(nodes[k], &v));
+        for (size_t i = 0; v && i < bp_collector_len(v); i++) total += bp_tensor_nbytes(bp_collector_var(v, i)->value);
+        bp_collector_free(v);
+    }
+    *out = total;
+    return BP_OK;
+}
+
 bp_status bp_train_checkpoint_resume(const char *filename, bp_train_state *s, const bp_train_resume_opts *opts,
                                      bp_dict **metadata)
 {
@@ -343,7 +360,9 @@ bp_status bp_train_checkpoint_resume(const char *filename, bp_train_state *s, co
     if (!tmp) return bp_fail(BP_ENOMEM, "train_checkpoint_resume: out of memory");
     bp_dict *flat = NULL, *meta = NULL;
     int64_t pos[2] = {0, 0};
-    bp_status st = bp_checkpoint_read(filename, &flat);
+    uint64_t cap = 0;
+    bp_status st = state_bytes(s, &cap);
+    if (!st) st = bp_checkpoint_read_capped(filename, cap, &flat);
     if (!st) st = resume_checked(flat, s, opts, pos, tmp, &meta);
     bp_dict_free(flat);
     if (st) {

@@ -15,6 +15,7 @@
  * format. Mismatches and corrupt files: each is the stated error code, its
  * message names what differs, and nothing of the run changed. */
 #include "bp_test.h"
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <bpc/checkpoint.h>
@@ -575,6 +576,21 @@ static void test_corrupt_files(void **state)
 
 /* -------------------------------------------------------------- arguments */
 
+/* A file that claims far more data than the state can hold (tests/data/
+ * ckpt_bomb.npz: 261 KB, one member claiming 256 MiB) is refused before its
+ * data is inflated: the peak memory grows by far less than the claim. */
+static void test_memory_bounded_by_the_state(void **state)
+{
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/ckpt_bomb.npz", BP_TEST_DATA_DIR);
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before);
+    expect_refused(path, &base, NULL, BP_EFORMAT, "past the limit of this read");
+    getrusage(RUSAGE_SELF, &after);
+    assert_true(after.ru_maxrss - before.ru_maxrss < 64 * 1024); /* KiB: under 64 MiB of the 256 claimed */
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -639,6 +655,7 @@ int main(void)
         cmocka_unit_test(test_other_optimizer_or_scheduler),
         cmocka_unit_test(test_other_streams),
         cmocka_unit_test(test_expected_metadata),
+        cmocka_unit_test(test_memory_bounded_by_the_state),
         cmocka_unit_test(test_position_and_version),
         cmocka_unit_test(test_corrupt_files),
         cmocka_unit_test(test_bad_arguments),

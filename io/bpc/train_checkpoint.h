@@ -91,7 +91,9 @@ bp_status bp_train_checkpoint_save(const char *filename, const bp_train_state *s
  * s's model, optimizer and scheduler, every stream of s->rngs and s->epoch,
  * s->step. metadata (may be NULL) receives a new dict of the "meta/" entries,
  * keyed without the prefix (free with bp_dict_free); it is NULL on failure,
- * and then nothing at all has changed. */
+ * and then nothing at all has changed. Memory: at most the state's variables
+ * plus BP_CKPT_MAX_OTHER_BYTES of other entries, whatever the file claims (a
+ * file claiming more is refused before its data is read). */
 bp_status bp_train_checkpoint_resume(const char *filename, bp_train_state *s, const bp_train_resume_opts *opts,
                                      bp_dict **metadata);
 
