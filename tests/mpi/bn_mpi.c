@@ -13,18 +13,8 @@
 #include <string.h>
 #include <bpc/bpc.h>
 #include <bpc/comm_mpi.h>
+#include "mpi_check.h"
 
-static int g_pass, g_fail, g_rank;
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (cond) g_pass++;                                                 \
-        else {                                                              \
-            g_fail++;                                                       \
-            fprintf(stderr, "rank %d: %s:%d: ", g_rank, __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                                   \
-            fprintf(stderr, " (last error: %s)\n", bp_last_error());        \
-        }                                                                   \
-    } while (0)
 
 #define H 3
 #define W 2
@@ -212,11 +202,8 @@ int main(void)
         bp_node_free(bn);
         bp_axis_unbind("batch");
     }
-    double fails = g_fail, passes = g_pass;
-    bp_comm_allreduce_f64(w, &fails, 1);
-    bp_comm_allreduce_f64(w, &passes, 1);
-    if (g_rank == 0) printf("%d ranks: %.0f passed, %.0f failed\n", size, passes, fails);
+    int rc = mpi_verdict(w);
     bp_comm_free(w);
     bp_comm_mpi_finalize();
-    return fails > 0;
+    return rc;
 }
