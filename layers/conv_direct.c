@@ -82,23 +82,6 @@ typedef struct fwd_args {
  * a compile-time constant in each instantiation) are dead code. */
 #define REP16(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11) M(12) M(13) M(14) M(15)
 
-#if defined(__AVX512F__) && !defined(BP_REAL_DOUBLE)
-#define VBCAST(s) _mm512_set1_ps(s)
-#elif defined(__AVX512F__)
-#define VBCAST(s) _mm512_set1_pd(s)
-#elif defined(__AVX__) && !defined(BP_REAL_DOUBLE)
-#define VBCAST(s) _mm256_set1_ps(s)
-#elif defined(__AVX__)
-#define VBCAST(s) _mm256_set1_pd(s)
-#else
-static inline vr vbcast(bp_real s)
-{
-    vr v;
-    for (int i = 0; i < VL; i++) v[i] = s;
-    return v;
-}
-#define VBCAST(s) vbcast(s)
-#endif
 
 static inline __attribute__((always_inline)) void fwd_store(const fwd_args *A, int p, int NV, vr v0, vr v1)
 {

@@ -108,6 +108,25 @@ static inline __attribute__((always_inline)) vd widen(const bp_real *p)
     return __builtin_convertvector(*(const vdru *)p, vd);
 }
 
+/* Every lane = s (a broadcast; one instruction where the ISA has it). */
+#if defined(__AVX512F__) && !defined(BP_REAL_DOUBLE)
+#define VBCAST(s) _mm512_set1_ps(s)
+#elif defined(__AVX512F__)
+#define VBCAST(s) _mm512_set1_pd(s)
+#elif defined(__AVX__) && !defined(BP_REAL_DOUBLE)
+#define VBCAST(s) _mm256_set1_ps(s)
+#elif defined(__AVX__)
+#define VBCAST(s) _mm256_set1_pd(s)
+#else
+static inline vr vbcast(bp_real s)
+{
+    vr v;
+    for (int i = 0; i < VL; i++) v[i] = s;
+    return v;
+}
+#define VBCAST(s) vbcast(s)
+#endif
+
 /* ---- 64-byte channel vectors ---- */
 
 /* Vectors of 64 bytes over channels, and a flat-position vector of as many
