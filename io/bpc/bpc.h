@@ -17,6 +17,7 @@
 #include <bpc/gradcheck.h>
 #include <bpc/batchnorm.h>
 #include <bpc/conv.h>
+#include <bpc/conv_transpose.h>
 #include <bpc/dense.h>
 #include <bpc/layernorm.h>
 #include <bpc/groupnorm.h>
