@@ -44,105 +44,216 @@ bool bp__convt_is_shuffle(const bp__convt_geom *g)
 /* kernel == stride: output o = i*s + r (per dim) gets the one tap k-1-r,
  *   y[b, i*s + r, g*Cog + c] = b[co] + sum_ci x[b, i, g*Cg + ci] * w[T-1-rr, ci, g*Cog + c]
  * (rr the phase (r0, r1, r2) in row-major order, T = taps). That is a 1x1x1
- * convolution from x to z (positions of x, T*Cout channels ordered
- * (g, rr, c)), Conv's direct forward kernel with the bias fused, followed
- * by a pixel shuffle of z into y. The 1x1 conv runs on chunks of (b, i0)
- * planes whose z (about 1 MiB) stays in cache, so z never goes to memory:
- * traffic is x once and y once. Within a group, the (r2, c) run of z is
- * one contiguous s2*Cog run of y when there is one group (s2*Cout), Cog
- * reals otherwise. z (its direct view, chunk by chunk) does not depend on
- * the thread count, and each y value is one copy. */
-static bp_status shuffle_forward(const bp__convt_geom *g, bp_real *y, const bp_real *x, const bp_real *w,
-                                 const bp_real *bias)
+ * convolution `gz` from x to z (the positions of x, T*Cout channels ordered
+ * (g, rr, c)) followed by a pixel shuffle of z into y; the backward
+ * un-shuffles dy into dz and runs gz's dx (dx) and dw (dw, and db as the
+ * sum of dz). All on Conv's direct kernels (GEMM where they do not apply),
+ * on chunks of (b, i0) planes whose z (about 512 KiB) stays in a core's
+ * cache, so z never goes to memory: the forward moves x and y once, the
+ * backward dy, x and dx once. One parallel region; each chunk runs on one
+ * thread (the kernels' own regions are nested there, so they run on that
+ * thread unless nesting is switched on). y and dx do not depend on the
+ * thread count; dw and db are summed per thread, then in thread order. */
+typedef struct shuffle {
+    const bp__convt_geom *g;
+    bp__conv_geom gz;       /* the 1x1x1 conv over all planes as one long dim 0 */
+    int64_t T, Cz, plane, planes, chunk, nchunks;
+    bp_real *wz, *bz;       /* gz's kernel (Cg, Cz) and bias (Cz) */
+} shuffle;
+
+static bp_status shuffle_init(shuffle *S, const bp__convt_geom *g, const bp_real *w, const bp_real *bias)
 {
-    const int64_t T = g->taps, Cz = T * g->Cout, plane = g->in[1] * g->in[2], planes = g->B * g->in[0];
-    /* the 1x1 convolution x -> z over every (b, i0) plane as one long dim 0 */
-    bp__conv_geom gz = {.B = 1, .in = {planes, g->in[1], g->in[2]}, .out = {planes, g->in[1], g->in[2]},
-                        .Cin = g->Cin, .Cout = Cz, .Cg = g->Cg, .Cog = T * g->Cog, .G = g->G,
-                        .k = {1, 1, 1}, .s = {1, 1, 1}, .d = {1, 1, 1}, .K = g->Cg, .Pin = planes * plane,
-                        .Pout = planes * plane};
-    /* chunks of planes whose z is near 512 KiB (a core's L2 holds it) */
-    int64_t chunk = (int64_t)(512 * 1024) / (int64_t)sizeof(bp_real) / (plane * Cz);
-    if (chunk < 1) chunk = 1;
-    if (chunk > planes) chunk = planes;
-    const int64_t nchunks = (planes + chunk - 1) / chunk;
-    bp_real *wz = malloc(sizeof(bp_real) * (size_t)(g->Cg * Cz)), *bz = malloc(sizeof(bp_real) * (size_t)Cz);
-    if (!wz || !bz) {
-        free(wz), free(bz);
+    *S = (shuffle){.g = g, .T = g->taps, .Cz = g->taps * g->Cout, .plane = g->in[1] * g->in[2],
+                   .planes = g->B * g->in[0]};
+    S->gz = (bp__conv_geom){.B = 1, .in = {S->planes, g->in[1], g->in[2]}, .out = {S->planes, g->in[1], g->in[2]},
+                            .Cin = g->Cin, .Cout = S->Cz, .Cg = g->Cg, .Cog = S->T * g->Cog, .G = g->G,
+                            .k = {1, 1, 1}, .s = {1, 1, 1}, .d = {1, 1, 1}, .K = g->Cg,
+                            .Pin = S->planes * S->plane, .Pout = S->planes * S->plane};
+    S->chunk = (int64_t)(512 * 1024) / (int64_t)sizeof(bp_real) / (S->plane * S->Cz);
+    if (S->chunk < 1) S->chunk = 1;
+    if (S->chunk > S->planes) S->chunk = S->planes;
+    S->nchunks = (S->planes + S->chunk - 1) / S->chunk;
+    S->wz = malloc(sizeof(bp_real) * (size_t)(g->Cg * S->Cz));
+    S->bz = malloc(sizeof(bp_real) * (size_t)S->Cz);
+    if (!S->wz || !S->bz) {
+        free(S->wz), free(S->bz);
         return bp_fail(BP_ENOMEM, "ConvTranspose: out of memory for the up-sampling kernel");
     }
     for (int64_t grp = 0; grp < g->G; grp++)
-        for (int64_t rr = 0; rr < T; rr++)
+        for (int64_t rr = 0; rr < S->T; rr++)
             for (int64_t c = 0; c < g->Cog; c++) {
-                int64_t zc = (grp * T + rr) * g->Cog + c, co = grp * g->Cog + c;
-                bz[zc] = bias ? bias[co] : 0;
-                for (int64_t ci = 0; ci < g->Cg; ci++) wz[ci * Cz + zc] = w[((T - 1 - rr) * g->Cg + ci) * g->Cout + co];
+                int64_t zc = (grp * S->T + rr) * g->Cog + c, co = grp * g->Cog + c;
+                S->bz[zc] = bias ? bias[co] : 0;
+                for (int64_t ci = 0; ci < g->Cg; ci++)
+                    S->wz[ci * S->Cz + zc] = w ? w[((S->T - 1 - rr) * g->Cg + ci) * g->Cout + co] : 0;
             }
-    const bool direct = bp__conv_direct_ok_fwd(&gz);
-    bp__conv_direct D = bp__conv_direct_forward_view(&gz);
-    bp_real *wp = direct ? bp__conv_pack_weights(&D, wz, g->Cg, Cz, false) : NULL;
-    bp_status st = direct && !wp ? BP_ENOMEM : BP_OK;
-    D.wp = wp;
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1); /* the GEMM route, as conv_gemm.c */
+    return BP_OK;
+}
+
+static void shuffle_free(shuffle *S)
+{
+    free(S->wz);
+    free(S->bz);
+}
+
+/* gz restricted to np planes from plane p0 */
+static bp__conv_geom shuffle_chunk_geom(const shuffle *S, int64_t np)
+{
+    bp__conv_geom gc = S->gz;
+    gc.in[0] = gc.out[0] = np;
+    gc.Pin = gc.Pout = np * S->plane;
+    gc.P = bp__conv_tile_rows(gc.K, gc.Pout);
+    return gc;
+}
+
+/* z (the chunk's positions x Cz) -> y (to_y) or y -> z: within a group the
+ * (r2, c) run is one contiguous run of y, s2*Cout reals with one group. */
+static void shuffle_copy(const shuffle *S, bp_real *z, bp_real *y, int64_t p0, int64_t np, bool to_y)
+{
+    const bp__convt_geom *g = S->g;
     const int64_t s0 = g->s[0], s1 = g->s[1], s2 = g->s[2], I0 = g->in[0], I1 = g->in[1], I2 = g->in[2];
     const int64_t run = g->G == 1 ? s2 * g->Cout : g->Cog, nrun = g->G == 1 ? 1 : g->G * s2;
-    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1); /* the GEMM route, as conv_gemm.c */
-    /* One parallel region; each chunk's 1x1 conv runs on the thread that
-     * shuffles it (the kernels' own parallel regions are nested here, so
-     * they run on that one thread unless nesting is switched on). */
+    const size_t bytes = sizeof(bp_real) * (size_t)run;
+    for (int64_t row = 0; row < np * I1; row++) {
+        int64_t i1 = row % I1, P = p0 + row / I1, i0 = P % I0, b = P / I0;
+        bp_real *zr = z + row * I2 * S->Cz;
+        for (int64_t r0 = 0; r0 < s0; r0++)
+            for (int64_t r1 = 0; r1 < s1; r1++) {
+                bp_real *yr = y + ((b * g->out[0] + i0 * s0 + r0) * g->out[1] + i1 * s1 + r1) * g->out[2] * g->Cout;
+                for (int64_t i2 = 0; i2 < I2; i2++)
+                    for (int64_t q = 0; q < nrun; q++) {
+                        /* one group: the whole (r2, c) run; else group q / s2, phase r2 = q % s2 */
+                        int64_t grp = g->G == 1 ? 0 : q / s2, r2 = g->G == 1 ? 0 : q % s2;
+                        bp_real *yp = yr + (i2 * s2 + r2) * g->Cout + grp * g->Cog;
+                        bp_real *zp = zr + i2 * S->Cz + (grp * S->T + (r0 * s1 + r1) * s2 + r2) * g->Cog;
+                        if (to_y)
+                            memcpy(yp, zp, bytes);
+                        else
+                            memcpy(zp, yp, bytes);
+                    }
+            }
+    }
+}
+
+static bp_status shuffle_forward(const bp__convt_geom *g, bp_real *y, const bp_real *x, const bp_real *w,
+                                 const bp_real *bias)
+{
+    shuffle S;
+    BP_TRY(shuffle_init(&S, g, w, bias));
+    const bool direct = bp__conv_direct_ok_fwd(&S.gz);
+    bp__conv_direct D = bp__conv_direct_forward_view(&S.gz);
+    bp_real *wp = direct ? bp__conv_pack_weights(&D, S.wz, g->Cg, S.Cz, false) : NULL;
+    bp_status st = direct && !wp ? BP_ENOMEM : BP_OK;
+    D.wp = wp;
 #pragma omp parallel if (!st)
     {
-        bp_real *z = bp_alloc_aligned(sizeof(bp_real) * (size_t)(chunk * plane * Cz));
+        bp_real *z = bp_alloc_aligned(sizeof(bp_real) * (size_t)(S.chunk * S.plane * S.Cz));
         if (!z) {
 #pragma omp critical(bp_convt_err)
             st = BP_ENOMEM;
         }
 #pragma omp for schedule(static)
-        for (int64_t ck = 0; ck < nchunks; ck++) {
+        for (int64_t ck = 0; ck < S.nchunks; ck++) {
             if (!z) continue;
-            int64_t p0 = ck * chunk, np = planes - p0 < chunk ? planes - p0 : chunk;
-            const bp_real *xc = x + p0 * plane * g->Cin;
-            bp_status cst;
-            if (direct) {
-                bp__conv_direct Dc = D;
-                Dc.in[0] = Dc.out[0] = np;
-                cst = bp__conv_direct_run(&Dc, z, xc, bz);
-            } else {
-                bp__conv_geom gc = gz;
-                gc.in[0] = gc.out[0] = np;
-                gc.Pin = gc.Pout = np * plane;
-                gc.P = bp__conv_tile_rows(gc.K, gc.Pout);
-                cst = bp__conv_forward_gemm(&gc, z, xc, wz, bz);
-            }
-            if (cst) {
+            int64_t p0 = ck * S.chunk, np = S.planes - p0 < S.chunk ? S.planes - p0 : S.chunk;
+            const bp_real *xc = x + p0 * S.plane * g->Cin;
+            bp__conv_geom gc = shuffle_chunk_geom(&S, np);
+            bp__conv_direct Dc = D;
+            Dc.in[0] = Dc.out[0] = np;
+            if (direct ? bp__conv_direct_run(&Dc, z, xc, S.bz) : bp__conv_forward_gemm(&gc, z, xc, S.wz, S.bz)) {
 #pragma omp critical(bp_convt_err)
                 st = BP_ENOMEM;
                 continue;
             }
-            for (int64_t row = 0; row < np * I1; row++) {
-                int64_t i1 = row % I1, P = p0 + row / I1, i0 = P % I0, b = P / I0;
-                const bp_real *zr = z + row * I2 * Cz;
-                for (int64_t r0 = 0; r0 < s0; r0++)
-                    for (int64_t r1 = 0; r1 < s1; r1++) {
-                        bp_real *yr =
-                            y + ((b * g->out[0] + i0 * s0 + r0) * g->out[1] + i1 * s1 + r1) * g->out[2] * g->Cout;
-                        for (int64_t i2 = 0; i2 < I2; i2++)
-                            for (int64_t q = 0; q < nrun; q++) {
-                                /* one group: the whole (r2, c) run; else group q / s2, phase r2 = q % s2 */
-                                int64_t grp = g->G == 1 ? 0 : q / s2, r2 = g->G == 1 ? 0 : q % s2;
-                                int64_t rr = (r0 * s1 + r1) * s2 + r2;
-                                memcpy(yr + (i2 * s2 + r2) * g->Cout + grp * g->Cog,
-                                       zr + i2 * Cz + (grp * T + rr) * g->Cog, sizeof(bp_real) * (size_t)run);
-                            }
-                    }
+            shuffle_copy(&S, z, y, p0, np, true);
+        }
+        bp_free_aligned(z);
+    }
+    bp_free_aligned(wp);
+    shuffle_free(&S);
+    return st ? bp_fail(st, "ConvTranspose: out of memory for the up-sampling buffers") : BP_OK;
+}
+
+static bp_status shuffle_backward(const bp__convt_geom *g, bp_real *dx, bp_real *dw, bp_real *db,
+                                  const bp_real *dy, const bp_real *x, const bp_real *w)
+{
+    shuffle S;
+    BP_TRY(shuffle_init(&S, g, dx ? w : NULL, NULL));
+    const int64_t nwz = g->Cg * S.Cz;
+    const bool direct_dx = bp__conv_direct_ok_dx(&S.gz), direct_dw = bp__conv_direct_ok_dw(&S.gz);
+    bp__conv_direct D = bp__conv_direct_dx_view(&S.gz);
+    bp_real *wp = dx && direct_dx ? bp__conv_pack_weights(&D, S.wz, g->Cg, S.Cz, true) : NULL;
+    bp_status st = dx && direct_dx && !wp ? BP_ENOMEM : BP_OK;
+    D.wp = wp;
+    const int nthreads = omp_get_max_threads();
+    /* per thread: dw (Cg x Cz) and db (Cz) sums, then the chunk's dw */
+    const int64_t part = 2 * nwz + S.Cz;
+    bp_real *parts = (dw || db) && !st ? calloc((size_t)nthreads * (size_t)part, sizeof(bp_real)) : NULL;
+    if ((dw || db) && !parts) st = BP_ENOMEM;
+#pragma omp parallel num_threads(nthreads) if (!st)
+    {
+        bp_real *z = bp_alloc_aligned(sizeof(bp_real) * (size_t)(S.chunk * S.plane * S.Cz));
+        bp_real *acc = parts ? parts + omp_get_thread_num() * part : NULL;
+        if (!z) {
+#pragma omp critical(bp_convt_err)
+            st = BP_ENOMEM;
+        }
+#pragma omp for schedule(static)
+        for (int64_t ck = 0; ck < S.nchunks; ck++) {
+            if (!z) continue;
+            int64_t p0 = ck * S.chunk, np = S.planes - p0 < S.chunk ? S.planes - p0 : S.chunk, n = np * S.plane;
+            bp__conv_geom gc = shuffle_chunk_geom(&S, np);
+            shuffle_copy(&S, z, (bp_real *)dy, p0, np, false);
+            bp_status cst = BP_OK;
+            if (dx) {
+                bp__conv_direct Dc = D;
+                Dc.in[0] = Dc.out[0] = np;
+                bp_real *dxc = dx + p0 * S.plane * g->Cin;
+                cst = direct_dx ? bp__conv_direct_run(&Dc, dxc, z, NULL)
+                                : bp__conv_backward_gemm(&gc, dxc, NULL, z, z, S.wz);
+            }
+            if (!cst && dw) {
+                const bp_real *xc = x + p0 * S.plane * g->Cin;
+                bp_real *dwc = acc + nwz + S.Cz;
+                cst = direct_dw ? bp__conv_dw_direct(&gc, dwc, NULL, z, xc)
+                                : bp__conv_backward_gemm(&gc, NULL, dwc, z, xc, NULL);
+                for (int64_t i = 0; !cst && i < nwz; i++) acc[i] += dwc[i];
+            }
+            if (db)
+                for (int64_t r = 0; r < n; r++)
+                    for (int64_t c = 0; c < S.Cz; c++) acc[nwz + c] += z[r * S.Cz + c];
+            if (cst) {
+#pragma omp critical(bp_convt_err)
+                st = BP_ENOMEM;
             }
         }
         bp_free_aligned(z);
     }
-    if (st) st = bp_fail(st, "ConvTranspose: out of memory for the up-sampling buffers");
+    if (!st && dw) {
+        /* dw[T-1-rr, ci, g*Cog + c] = sum over threads of dwz[ci, (g, rr, c)] */
+        for (int64_t grp = 0; grp < g->G; grp++)
+            for (int64_t rr = 0; rr < S.T; rr++)
+                for (int64_t c = 0; c < g->Cog; c++)
+                    for (int64_t ci = 0; ci < g->Cg; ci++) {
+                        int64_t zc = (grp * S.T + rr) * g->Cog + c;
+                        bp_real v = 0;
+                        for (int t = 0; t < nthreads; t++) v += parts[t * part + ci * S.Cz + zc];
+                        dw[((S.T - 1 - rr) * g->Cg + ci) * g->Cout + grp * g->Cog + c] = v;
+                    }
+    }
+    if (!st && db)
+        for (int64_t co = 0; co < g->Cout; co++) {
+            int64_t grp = co / g->Cog, c = co % g->Cog;
+            bp_real v = 0;
+            for (int t = 0; t < nthreads; t++)
+                for (int64_t rr = 0; rr < S.T; rr++) v += parts[t * part + nwz + (grp * S.T + rr) * g->Cog + c];
+            db[co] = v;
+        }
+    free(parts);
     bp_free_aligned(wp);
-    free(wz);
-    free(bz);
-    return st;
+    shuffle_free(&S);
+    return st ? bp_fail(st, "ConvTranspose backward: out of memory for the up-sampling buffers") : BP_OK;
 }
 
 static void add_bias(const bp__convt_geom *g, bp_real *y, const bp_real *bias)
@@ -173,6 +284,7 @@ bp_status bp__convt_forward(const bp__convt_geom *g, bp_real *y, const bp_real *
 bp_status bp__convt_backward(const bp__convt_geom *g, bp_real *dx, bp_real *dw, bp_real *db, const bp_real *dy,
                              const bp_real *x, const bp_real *w)
 {
+    if (bp__convt_is_shuffle(g)) return shuffle_backward(g, dx, dw, db, dy, x, w);
     const bp__conv_geom *a = &g->adj;
     const int64_t nw = g->taps * g->Cg * g->Cout;
     bp_status st = BP_OK;
