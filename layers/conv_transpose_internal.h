@@ -38,9 +38,9 @@ bp_status bp__convt_geom_init(bp__convt_geom *g, const bp_conv_transpose *c, int
 /* y = convT(x, w) + bias (bias may be NULL). */
 void bp__convt_forward_ref(const bp__convt_geom *g, bp_real *y, const bp_real *x, const bp_real *w,
                            const bp_real *bias);
-/* dx, dw, db (each if non-NULL) from dy. */
-void bp__convt_backward_ref(const bp__convt_geom *g, bp_real *dx, bp_real *dw, bp_real *db, const bp_real *dy,
-                            const bp_real *x, const bp_real *w);
+/* dx, dw, db (each if non-NULL) from dy; BP_ENOMEM when its double scratch cannot be had. */
+bp_status bp__convt_backward_ref(const bp__convt_geom *g, bp_real *dx, bp_real *dw, bp_real *db, const bp_real *dy,
+                                 const bp_real *x, const bp_real *w);
 
 /* ---- fast kernels (conv_transpose_fast.c), Conv's kernels on adj ---- */
 /* True when every output gets exactly one tap (k == s, d == 1, lo == k-1,

@@ -14,6 +14,7 @@
  * Sums run in double, rounded once. Memory: each output reads every tap's
  * input row once; dw loops over all (b, o) per weight (tests only). */
 #include <stdlib.h>
+#include <bpc/error.h>
 #include "conv_transpose_internal.h"
 
 /* The input sample tap a of output o reads, false when it reads a zero. */
@@ -64,8 +65,8 @@ void bp__convt_forward_ref(const bp__convt_geom *g, bp_real *y, const bp_real *x
         }
 }
 
-void bp__convt_backward_ref(const bp__convt_geom *g, bp_real *dx, bp_real *dw, bp_real *db, const bp_real *dy,
-                            const bp_real *x, const bp_real *w)
+bp_status bp__convt_backward_ref(const bp__convt_geom *g, bp_real *dx, bp_real *dw, bp_real *db, const bp_real *dy,
+                                 const bp_real *x, const bp_real *w)
 {
     const int64_t Po = npos(g->out), Pi = npos(g->in);
     if (db)
@@ -77,7 +78,8 @@ void bp__convt_backward_ref(const bp__convt_geom *g, bp_real *dx, bp_real *dw, b
     if (dx) {
         /* dx as a gather: every (o, t) pair that reads sample i */
         double *acc = calloc((size_t)(g->B * Pi * g->Cin), sizeof *acc);
-        for (int64_t b = 0; acc && b < g->B; b++)
+        if (!acc) return bp_fail(BP_ENOMEM, "ConvTranspose reference: out of memory for the dx sums");
+        for (int64_t b = 0; b < g->B; b++)
             for (int64_t q = 0; q < Po; q++) {
                 int64_t o[3], a[3], i[3];
                 unflatten(g->out, q, o);
@@ -93,7 +95,7 @@ void bp__convt_backward_ref(const bp__convt_geom *g, bp_real *dx, bp_real *dw, b
                     }
                 }
             }
-        for (int64_t j = 0; acc && j < g->B * Pi * g->Cin; j++) dx[j] = (bp_real)acc[j];
+        for (int64_t j = 0; j < g->B * Pi * g->Cin; j++) dx[j] = (bp_real)acc[j];
         free(acc);
     }
     if (dw)
@@ -112,4 +114,5 @@ void bp__convt_backward_ref(const bp__convt_geom *g, bp_real *dx, bp_real *dw, b
                         }
                     dw[(t * g->Cg + ci) * g->Cout + co] = (bp_real)acc;
                 }
+    return BP_OK;
 }

@@ -112,8 +112,8 @@ static void run_case(int ci, const tcase *c)
     bp_real *dbr = malloc(sizeof(bp_real) * (size_t)g.Cout), *dba = malloc(sizeof(bp_real) * (size_t)g.Cout);
     bp__convt_forward_ref(&g, yr, x, w, b);
     bp__convt_forward_ref(&g, ya, ax, aw, ab);
-    bp__convt_backward_ref(&g, dxr, dwr, dbr, dy, x, w);
-    bp__convt_backward_ref(&g, dxa, dwa, dba, ady, ax, aw);
+    BP_OK_OR_FAIL(bp__convt_backward_ref(&g, dxr, dwr, dbr, dy, x, w));
+    BP_OK_OR_FAIL(bp__convt_backward_ref(&g, dxa, dwa, dba, ady, ax, aw));
     bp_real *y1 = NULL, *dx1 = NULL;
     for (int threads = 1; threads <= 2; threads++) {
         omp_set_num_threads(threads);

@@ -31,13 +31,21 @@
  * Computation: the output is the input gradient of a convolution (the
  * "adjoint" Conv with this layer's stride and dilation, from the output grid
  * to the input grid, kernel flipped and its channel axes swapped), so the
- * kernels are Conv's: the forward is that convolution's dx (direct kernel
- * when every stride is 1, GEMM + col2im otherwise), dx is its forward (direct
- * kernels for any stride), dw its dw with the roles of input and output
- * gradient swapped. When kernel_size == stride with dilation 1 and the
+ * kernels are Conv's, each where Conv's rules (bpc/conv.h) let it apply:
+ * the forward is that convolution's dx (the direct kernel when every stride
+ * is 1, GEMM + col2im otherwise), dx is its forward (direct for any stride),
+ * dw its dw with the roles of input and output gradient swapped. When kernel_size == stride with dilation 1 and the
  * output is in * stride (SAME or VALID; the U-Net up-sampling), every output
- * gets exactly one tap, and the forward is one GEMM per input row and output
- * phase written straight into y (no col2im, no zeroing). y and dx do not
+ * gets exactly one tap: the layer is then a 1x1x1 convolution into
+ * prod(kernel) * C_out channels followed by a pixel shuffle (and its
+ * backward an un-shuffle of dy followed by that convolution's dx and dw),
+ * run on Conv's direct kernels chunk by chunk in cache, so each of x, y, dy
+ * and dx crosses memory once (no col2im, no zeroing; GEMM only where the
+ * direct kernels do not apply, e.g. fewer than 4 channels).
+ * Workspace: as Conv (bpc/conv.h) for the adjoint convolution, plus a
+ * re-laid copy of the kernel; for the up-sampling, per thread one chunk of
+ * about 512 KiB (at least one input plane by prod(kernel) * C_out channels)
+ * and, in the backward, two kernel-sized dw sums. y and dx do not
  * depend on the thread count; dw and db are summed per thread. */
 #ifndef BPC_CONV_TRANSPOSE_H
 #define BPC_CONV_TRANSPOSE_H
