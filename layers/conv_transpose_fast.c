@@ -4,8 +4,9 @@
  *   dx = adj.forward(dy)    direct kernels for any stride, else im2col + GEMM
  *   dw = flip(adj.dw)       adj's dw with z = dy (its input) and dout = x
  * and the U-Net up-sampling (kernel == stride, every output one tap) has a
- * forward of its own: a 1x1x1 convolution (Conv's direct kernel) into T*Cout
- * channels, chunk by chunk in cache, shuffled into y.
+ * route of its own: a 1x1x1 convolution (Conv's direct kernels) into T*Cout
+ * channels, chunk by chunk in cache, shuffled into y (and dy un-shuffled
+ * for that convolution's dx and dw).
  * The kernel is re-laid out for adj (T*Cg*Cout reals) on each call. */
 #include <stdlib.h>
 #include <string.h>

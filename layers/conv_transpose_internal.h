@@ -44,7 +44,7 @@ bp_status bp__convt_backward_ref(const bp__convt_geom *g, bp_real *dx, bp_real *
 
 /* ---- fast kernels (conv_transpose_fast.c), Conv's kernels on adj ---- */
 /* True when every output gets exactly one tap (k == s, d == 1, lo == k-1,
- * O == I*s in every dim): the forward is a GEMM per (input row, phase). */
+ * O == I*s in every dim): the layer is then a 1x1x1 convolution and a pixel shuffle. */
 bool bp__convt_is_shuffle(const bp__convt_geom *g);
 bp_status bp__convt_forward(const bp__convt_geom *g, bp_real *y, const bp_real *x, const bp_real *w,
                             const bp_real *bias);
