@@ -216,6 +216,56 @@ def groupnorm_case(w, name, shape, groups, eps, affine):
     Case(w, name).run(randn(*shape, scale=1.5, shift=0.7), lambda x: to_cl(gn(to_cf(x))), params)
 
 
+CONVT = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def convt_pads(size, k, s, d, pads):
+    """lax.conv_transpose's (low, high) padding of the stride-dilated input."""
+    span = (k - 1) * d + 1
+    if pads == "same":
+        total = span + s - 2
+        lo = span - 1 if s > span - 1 else -(-total // 2)
+        return lo, total - lo
+    if pads == "valid":
+        return span - 1, span + s - 2 + max(span - s, 0) - (span - 1)
+    return pads
+
+
+def convt_case(w, name, shape, cout, k, stride, dil, groups, pads, out_pad, bias=True):
+    """bpc's ConvTranspose (BrainPy's lax.conv_transpose: no kernel flip, pads of
+    the dilated input) through PyTorch's conv_transpose: PyTorch's kernel is bpc's
+    flipped, and its full output (padding 0) is cropped / zero-padded by
+    lo - (span - 1) on the low and hi - (span - 1) on the high side."""
+    nsp = len(k)
+    cin = shape[-1]
+    wt = randn(cin, cout // groups, *k, scale=0.3)
+    b = randn(cout, scale=0.1)
+    if isinstance(pads, str):
+        pads = [pads] * nsp
+    lohi = [convt_pads(shape[1 + i], k[i], stride[i], dil[i], pads[i]) for i in range(nsp)]
+    lohi = [(lo, hi + out_pad[i]) for i, (lo, hi) in enumerate(lohi)]
+    spans = [(k[i] - 1) * dil[i] + 1 for i in range(nsp)]
+
+    def fn(x):
+        full = CONVT[nsp](to_cf(x), wt, None, stride=stride, dilation=dil, groups=groups)
+        y = F.pad(full, torch_pad([(lo - spans[i] + 1, hi - spans[i] + 1) for i, (lo, hi) in enumerate(lohi)]))
+        if bias:
+            y = y + b.reshape((1, cout) + (1,) * nsp)
+        return to_cl(y)
+
+    def w_layout(t):
+        t = t.flip(list(range(2, 2 + nsp)))
+        t = t.reshape((groups, cin // groups, cout // groups) + tuple(k))
+        t = t.permute(*range(3, 3 + nsp), 1, 0, 2)
+        return t.reshape(tuple(k) + (cin // groups, cout))
+
+    def b_layout(t):
+        return t.reshape((1,) * nsp + (cout,))
+
+    params = [("w", wt, w_layout)] + ([("b", b, b_layout)] if bias else [])
+    Case(w, name).run(randn(*shape), fn, params)
+
+
 def main():
     with FixtureWriter(OUT, "PyTorch %s reference values (float64), written by tests/gen_conformance.py"
                        % torch.__version__) as w:
@@ -275,6 +325,16 @@ def main():
         groupnorm_case(w, "groupnorm3d_g2", (2, 3, 2, 3, 4), 2, 1e-5, True)
         groupnorm_case(w, "instancenorm3d", (1, 4, 3, 2, 3), 3, 1e-5, True)
         groupnorm_case(w, "groupnorm1d_g1_noaffine", (3, 5, 6), 1, 1e-3, False)
+        # ConvTranspose (appended: the cases above keep their bytes).
+        convt_case(w, "convt1d_same_s2", (2, 5, 3), 4, (2,), (2,), (1,), 1, "same", (0,))
+        convt_case(w, "convt1d_valid_d2_g2_op1", (2, 4, 4), 6, (3,), (2,), (2,), 2, "valid", (1,))
+        convt_case(w, "convt2d_same_k3_s2", (2, 4, 3, 3), 5, (3, 3), (2, 2), (1, 1), 1, "same", (0, 0))
+        convt_case(w, "convt2d_pad_g2_nobias", (1, 4, 3, 4), 6, (3, 2), (1, 2), (2, 1), 2, [(1, 3), (0, 1)],
+                   (1, 1), bias=False)
+        convt_case(w, "convt3d_unet", (2, 3, 2, 3, 4), 3, (2, 2, 2), (2, 2, 2), (1, 1, 1), 1, "valid", (0, 0, 0))
+        convt_case(w, "convt3d_strided_g2", (1, 3, 2, 3, 4), 4, (3, 2, 3), (2, 1, 3), (1, 2, 1), 2,
+                   [(2, 1), (0, 2), (1, 0)], (1, 1, 2))
+        convt_case(w, "convt3d_same_s1", (1, 3, 3, 2, 3), 4, (3, 3, 3), (1, 1, 1), (1, 1, 1), 1, "same", (0, 0, 0))
 
 
 if __name__ == "__main__":

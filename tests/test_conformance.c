@@ -94,6 +94,32 @@ static bp_status mk_conv(bp_node **out, const conf_make *m, int nsp, int64_t cin
                       : bp_conv3d_new(out, cin, cout, &o);
 }
 
+static bp_status mk_convt(bp_node **out, const conf_make *m, int nsp, int64_t cin, int64_t cout, const int *k,
+                          const int *s, const int *d, int groups, bp_padding_kind pad, const int *lo, const int *hi,
+                          const int *op, bool bias)
+{
+    bp_conv_transpose_opts o = bp_conv_transpose_defaults();
+    o.mode = m->mode;
+    o.name = m->name;
+    o.rng = m->rng;
+    o.groups = groups;
+    o.padding = pad;
+    o.bias = bias;
+    for (int i = 0; i < nsp; i++) {
+        o.kernel_size[i] = k[i];
+        o.stride[i] = s[i];
+        o.dilation[i] = d[i];
+        o.output_padding[i] = op[i];
+        if (pad == BP_PAD_EXPLICIT) {
+            o.pad_lo[i] = lo[i];
+            o.pad_hi[i] = hi[i];
+        }
+    }
+    return nsp == 1   ? bp_conv_transpose1d_new(out, cin, cout, &o)
+           : nsp == 2 ? bp_conv_transpose2d_new(out, cin, cout, &o)
+                      : bp_conv_transpose3d_new(out, cin, cout, &o);
+}
+
 static bp_status mk_bn(bp_node **out, const conf_make *m, int ndim, int64_t C, double momentum, double eps)
 {
     bp_batchnorm_opts o = bp_batchnorm_defaults();
@@ -178,6 +204,39 @@ CTOR(conv3d_strided_g2)
 CTOR(conv3d_depthwise)
 {
     return mk_conv(out, m, 3, 4, 4, (int[]){3, 3, 3}, ONE3, ONE3, 4, BP_PAD_VALID, NULL, NULL, true);
+}
+static const int ZERO3[3] = {0, 0, 0};
+CTOR(convt1d_same_s2)
+{
+    return mk_convt(out, m, 1, 3, 4, (int[]){2}, (int[]){2}, ONE3, 1, BP_PAD_SAME, NULL, NULL, ZERO3, true);
+}
+CTOR(convt1d_valid_d2_g2_op1)
+{
+    return mk_convt(out, m, 1, 4, 6, (int[]){3}, (int[]){2}, (int[]){2}, 2, BP_PAD_VALID, NULL, NULL, (int[]){1},
+                    true);
+}
+CTOR(convt2d_same_k3_s2)
+{
+    return mk_convt(out, m, 2, 3, 5, (int[]){3, 3}, (int[]){2, 2}, ONE3, 1, BP_PAD_SAME, NULL, NULL, ZERO3, true);
+}
+CTOR(convt2d_pad_g2_nobias)
+{
+    return mk_convt(out, m, 2, 4, 6, (int[]){3, 2}, (int[]){1, 2}, (int[]){2, 1}, 2, BP_PAD_EXPLICIT,
+                    (int[]){1, 0}, (int[]){3, 1}, (int[]){1, 1}, false);
+}
+CTOR(convt3d_unet)
+{
+    return mk_convt(out, m, 3, 4, 3, (int[]){2, 2, 2}, (int[]){2, 2, 2}, ONE3, 1, BP_PAD_VALID, NULL, NULL, ZERO3,
+                    true);
+}
+CTOR(convt3d_strided_g2)
+{
+    return mk_convt(out, m, 3, 4, 4, (int[]){3, 2, 3}, (int[]){2, 1, 3}, (int[]){1, 2, 1}, 2, BP_PAD_EXPLICIT,
+                    (int[]){2, 0, 1}, (int[]){1, 2, 0}, (int[]){1, 1, 2}, true);
+}
+CTOR(convt3d_same_s1)
+{
+    return mk_convt(out, m, 3, 3, 4, (int[]){3, 3, 3}, ONE3, ONE3, 1, BP_PAD_SAME, NULL, NULL, ZERO3, true);
 }
 CTOR(maxpool1d) { return mk_pool(out, m, true, 1, (int[]){3}, (int[]){2}, NULL, NULL); }
 CTOR(maxpool2d) { return mk_pool(out, m, true, 2, (int[]){2, 2}, (int[]){0, 0}, NULL, NULL); }
@@ -272,6 +331,22 @@ static const conf_row rows[] = {
      SHAPE(2, 9, 8, 8, 4)},
     {"conv3d_depthwise", conv3d_depthwise, SHAPE(1, 5, 4, 4, 4), 2e-5, 1e-4, CONF_THREADS_OUT, 3, NULL,
      SHAPE(2, 8, 8, 8, 4)},
+    /* ConvTranspose: Conv's kernels on the adjoint convolution; y and dx do
+     * not depend on the thread count, dw is summed per thread
+     * (bpc/conv_transpose.h). Unbatched input is accepted. */
+    {"convt1d_same_s2", convt1d_same_s2, SHAPE(2, 5, 3), 2e-5, 1e-4, CONF_THREADS_OUT, 1, NULL, SHAPE(8, 64, 3)},
+    {"convt1d_valid_d2_g2_op1", convt1d_valid_d2_g2_op1, SHAPE(2, 4, 4), 2e-5, 1e-4, CONF_THREADS_OUT, 1, NULL,
+     SHAPE(8, 65, 4)},
+    {"convt2d_same_k3_s2", convt2d_same_k3_s2, SHAPE(2, 4, 3, 3), 2e-5, 1e-4, CONF_THREADS_OUT, 2, NULL,
+     SHAPE(4, 17, 16, 3)},
+    {"convt2d_pad_g2_nobias", convt2d_pad_g2_nobias, SHAPE(1, 4, 3, 4), 2e-5, 1e-4, CONF_THREADS_OUT, 2, NULL,
+     SHAPE(4, 16, 15, 4)},
+    {"convt3d_unet", convt3d_unet, SHAPE(2, 3, 2, 3, 4), 2e-5, 1e-4, CONF_THREADS_OUT, 3, NULL,
+     SHAPE(2, 8, 8, 8, 4)},
+    {"convt3d_strided_g2", convt3d_strided_g2, SHAPE(1, 3, 2, 3, 4), 2e-5, 1e-4, CONF_THREADS_OUT, 3, NULL,
+     SHAPE(2, 8, 7, 8, 4)},
+    {"convt3d_same_s1", convt3d_same_s1, SHAPE(1, 3, 3, 2, 3), 2e-5, 1e-4, CONF_THREADS_OUT, 3, NULL,
+     SHAPE(2, 8, 8, 8, 3)},
     /* Pooling: each output and each sample's dx is written by one thread. */
     {"maxpool1d", maxpool1d, SHAPE(2, 9, 3), 1e-6, 1e-6, CONF_THREADS_OUT, 1, NULL, SHAPE(8, 65, 3)},
     {"maxpool2d", maxpool2d, SHAPE(2, 6, 5, 3), 1e-6, 1e-6, CONF_THREADS_OUT, 2, NULL, SHAPE(4, 16, 15, 3)},

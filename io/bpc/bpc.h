@@ -18,6 +18,7 @@
 #include <bpc/batchnorm.h>
 #include <bpc/bn_relu_pool.h>
 #include <bpc/conv.h>
+#include <bpc/conv_transpose.h>
 #include <bpc/dense.h>
 #include <bpc/layernorm.h>
 #include <bpc/groupnorm.h>
