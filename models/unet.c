@@ -6,6 +6,7 @@
 #include <string.h>
 #include <bpc/batchnorm.h>
 #include <bpc/conv.h>
+#include <bpc/conv_transpose.h>
 #include <bpc/dense.h>
 #include <bpc/groupnorm.h>
 #include <bpc/ops.h>
@@ -100,6 +101,7 @@ static bp_status make_block(bp_node *unet, const unet_cfg *c, const char *place,
 typedef struct unet_node {
     bp_node base;
     int depth;
+    bp_unet_up up;
 } unet_node;
 
 static bp_status unet_update(bp_node *n, bp_tensor *x, bp_tensor **out)
@@ -129,7 +131,12 @@ static bp_status unet_update(bp_node *n, bp_tensor *x, bp_tensor **out)
     }
     for (int l = u->depth - 1; l >= 0 && !st; l--) {
         bp_tensor *up = NULL, *cat = NULL, *next = NULL;
-        st = bp_upsample(&up, cur, 3, (int[]){2, 2, 2}, BP_UPSAMPLE_LINEAR);
+        if (u->up == BP_UNET_TRANSPOSED) {
+            snprintf(attr, sizeof attr, "up%d", l);
+            st = bp_node_update(bp_node_child(n, attr), cur, &up);
+        } else {
+            st = bp_upsample(&up, cur, 3, (int[]){2, 2, 2}, BP_UPSAMPLE_LINEAR);
+        }
         if (!st) st = bp_concat(&cat, 2, (bp_tensor *[]){up, skip[l]}, -1);
         snprintf(attr, sizeof attr, "dec%d", l);
         if (!st) st = bp_node_update(bp_node_child(n, attr), cat, &next);
@@ -166,6 +173,8 @@ bp_status bp_unet_new(bp_node **out, int64_t in_channels, int64_t n_classes, con
                        (long long)o->base_channels);
     if (o->norm != BP_UNET_INSTANCE && o->norm != BP_UNET_BATCH && o->norm != BP_UNET_GROUP)
         return bp_fail(BP_EINVAL, "UNet: norm %d is not instance, batch or group", (int)o->norm);
+    if (o->up != BP_UNET_TRILINEAR && o->up != BP_UNET_TRANSPOSED)
+        return bp_fail(BP_EINVAL, "UNet: up %d is neither trilinear nor transposed", (int)o->up);
     if (o->norm == BP_UNET_GROUP && (o->groups < 1 || o->base_channels % o->groups))
         return bp_fail(BP_EINVAL, "UNet: groups (%lld) must divide base_channels (%lld)", (long long)o->groups,
                        (long long)o->base_channels);
@@ -174,6 +183,7 @@ bp_status bp_unet_new(bp_node **out, int64_t in_channels, int64_t n_classes, con
     bp_node *n = NULL;
     BP_TRY(bp_node_create(&n, &bp_unet_class, o->name, o->mode));
     ((unet_node *)n)->depth = o->depth;
+    ((unet_node *)n)->up = o->up;
     c.prefix = bp_node_name(n);
     bp_rng seeded;
     c.o.rng = bp_rng_or_default(o->rng, &seeded);
@@ -185,8 +195,22 @@ bp_status bp_unet_new(bp_node **out, int64_t in_channels, int64_t n_classes, con
         st = make_block(n, &c, place, f << (l - 1), f << l);
     }
     for (int l = o->depth - 1; l >= 0 && !st; l--) {
+        const bool tr = o->up == BP_UNET_TRANSPOSED;
+        if (tr) {
+            bp_conv_transpose_opts to = bp_conv_transpose_defaults();
+            to.kernel_size[0] = to.kernel_size[1] = to.kernel_size[2] = 2;
+            to.stride[0] = to.stride[1] = to.stride[2] = 2;
+            to.mode = o->mode;
+            to.rng = c.o.rng;
+            snprintf(name, sizeof name, "%s_up%d", c.prefix, l);
+            to.name = name;
+            bp_node *up = NULL;
+            st = bp_conv_transpose3d_new(&up, f << (l + 1), f << l, &to);
+            snprintf(place, sizeof place, "up%d", l);
+            if (!st) st = adopt(n, place, up);
+        }
         snprintf(place, sizeof place, "dec%d", l);
-        st = make_block(n, &c, place, (f << (l + 1)) + (f << l), f << l);
+        if (!st) st = make_block(n, &c, place, tr ? 2 * (f << l) : (f << (l + 1)) + (f << l), f << l);
     }
     bp_node *part = NULL;
     if (!st) {

@@ -2,8 +2,8 @@
 """Writes tests/data/unet.txt: a PyTorch U-Net equal in structure to bpc's
 (models/bpc/unet.h), its parameters in bpc's layout keyed by bpc's relative
 var paths ("enc0.conv1.w"), an input, the output, and the gradients of
-sum(dy * y) for a random dy. Two nets: instance norm, and batch norm in
-training mode. Run: /usr/bin/python3 tests/gen_unet.py (python3-torch)."""
+sum(dy * y) for a random dy. Three nets: instance norm, batch norm in
+training mode, and instance norm with transposed-convolution up-sampling. Run: /usr/bin/python3 tests/gen_unet.py (python3-torch)."""
 import os
 import torch
 import torch.nn as nn
@@ -30,12 +30,16 @@ class UNet(nn.Module):
     """enc0 Block(cin, f); enc<l> MaxPool(2), Block(f 2^(l-1), f 2^l); dec<l> trilinear x2,
     cat([up, skip]), Block(3 f 2^l, f 2^l); head Conv3d 1x1x1."""
 
-    def __init__(self, cin, k, depth, f, norm, slope):
+    def __init__(self, cin, k, depth, f, norm, slope, up="trilinear"):
         super().__init__()
         self.depth = depth
+        self.transposed = up == "transposed"
         self.enc = nn.ModuleList([Block(cin, f, norm, slope)] +
                                  [Block(f << (l - 1), f << l, norm, slope) for l in range(1, depth + 1)])
-        self.dec = nn.ModuleList([Block((f << (l + 1)) + (f << l), f << l, norm, slope) for l in range(depth)])
+        dec_in = (lambda l: 2 * (f << l)) if self.transposed else (lambda l: (f << (l + 1)) + (f << l))
+        self.dec = nn.ModuleList([Block(dec_in(l), f << l, norm, slope) for l in range(depth)])
+        if self.transposed:
+            self.ups = nn.ModuleList([nn.ConvTranspose3d(f << (l + 1), f << l, 2, stride=2) for l in range(depth)])
         self.pool = nn.MaxPool3d(2)
         self.up = nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False)
         self.head = nn.Conv3d(f, k, 1)
@@ -46,7 +50,8 @@ class UNet(nn.Module):
             skips.append(self.enc[l](self.pool(skips[-1])))
         cur = skips[self.depth]
         for l in range(self.depth - 1, -1, -1):
-            cur = self.dec[l](torch.cat([self.up(cur), skips[l]], dim=1))
+            up = self.ups[l](cur) if self.transposed else self.up(cur)
+            cur = self.dec[l](torch.cat([up, skips[l]], dim=1))
         return self.head(cur)
 
 
@@ -65,12 +70,16 @@ def bpc_params(net):
             conv(p + ".conv1", b.conv1), norm(p + ".norm1", b.norm1)
             conv(p + ".conv2", b.conv2), norm(p + ".norm2", b.norm2)
     conv("head", net.head)
+    if net.transposed:  # bpc's ConvTranspose3d: lax's unflipped kernel, (k, k, k, Cin, Cout)
+        for l, u in enumerate(net.ups):
+            out.append(("up%d.w" % l, u.weight, lambda t: t.flip(2, 3, 4).permute(2, 3, 4, 0, 1)))
+            out.append(("up%d.b" % l, u.bias, lambda t: t))
     return out
 
 
-def case(w, tag, norm):
+def case(w, tag, norm, up="trilinear"):
     torch.manual_seed(5)
-    net = UNet(1, 3, 2, 2, norm, 0.01).double()
+    net = UNet(1, 3, 2, 2, norm, 0.01, up).double()
     params = bpc_params(net)
     with torch.no_grad():
         for _, p, _ in params:  # float32-exact values, so both flavours start equal
@@ -96,6 +105,7 @@ def main():
                        "PyTorch %s U-Net reference for tests/test_unet.c (tests/gen_unet.py)" % torch.__version__) as w:
         case(w, "instance", "instance")
         case(w, "batch", "batch")
+        case(w, "transposed", "instance", "transposed")
 
 
 if __name__ == "__main__":

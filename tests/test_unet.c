@@ -1,7 +1,7 @@
 /* tests/test_unet.c — the 3-D U-Net (bpc/unet.h) against the same net in
  * PyTorch (tests/data/unet.txt from tests/gen_unet.py): parameter count, the
- * output and every gradient, with instance norm and with batch norm in
- * training mode; the names of its vars; its errors; and a float64 gradcheck
+ * output and every gradient, with instance norm, with batch norm in
+ * training mode, and with transposed-convolution up-sampling; the names of its vars; its errors; and a float64 gradcheck
  * of a small net on a few input elements.
  * BPC_TEST_BOTH_FLAVOURS: float32 to 2e-4 of each tensor's largest value (a
  * depth-2 net: ~15 layers of float32 sums of up to 3^3 x 6 terms, normalised
@@ -40,19 +40,19 @@ static void expect_close(const char *what, const bp_tensor *t, const fx_tensor *
     if (!(worst <= TOL * scale)) fail_msg("%s: off by %.3g of a largest value %.3g", what, worst, scale);
 }
 
-static bp_node *make_unet(bp_unet_norm norm, const bp_mode *mode)
+static bp_node *make_unet(bp_unet_norm norm, bp_unet_up up, const bp_mode *mode)
 {
     bp_unet_opts o = bp_unet_defaults();
-    o.depth = 2, o.base_channels = 2, o.norm = norm, o.mode = mode;
+    o.depth = 2, o.base_channels = 2, o.norm = norm, o.up = up, o.mode = mode;
     bp_node *u = NULL;
     BP_OK_OR_FAIL(bp_unet_new(&u, 1, 3, &o));
     return u;
 }
 
-static void check_against_torch(const char *tag, bp_unet_norm norm)
+static void check_against_torch(const char *tag, bp_unet_norm norm, bp_unet_up up)
 {
     bp_mode train = bp_training_mode(2);
-    bp_node *u = make_unet(norm, &train);
+    bp_node *u = make_unet(norm, up, &train);
     assert_int_equal(bp_unet_param_count(u), (int64_t)fx(tag, "count")->data[0]);
     /* load PyTorch's parameters by relative path */
     bp_collect_opts co = bp_collect_defaults();
@@ -97,8 +97,9 @@ static void check_against_torch(const char *tag, bp_unet_norm norm)
     bp_node_free(u);
 }
 
-static void test_instance_norm_torch(void **state) { (void)state; check_against_torch("instance", BP_UNET_INSTANCE); }
-static void test_batch_norm_torch(void **state) { (void)state; check_against_torch("batch", BP_UNET_BATCH); }
+static void test_instance_norm_torch(void **state) { (void)state; check_against_torch("instance", BP_UNET_INSTANCE, BP_UNET_TRILINEAR); }
+static void test_batch_norm_torch(void **state) { (void)state; check_against_torch("batch", BP_UNET_BATCH, BP_UNET_TRILINEAR); }
+static void test_transposed_torch(void **state) { (void)state; check_against_torch("transposed", BP_UNET_INSTANCE, BP_UNET_TRANSPOSED); }
 
 static void test_names_and_errors(void **state)
 {
@@ -190,6 +191,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_instance_norm_torch),
         cmocka_unit_test(test_batch_norm_torch),
+        cmocka_unit_test(test_transposed_torch),
         cmocka_unit_test(test_names_and_errors),
 #ifdef BP_REAL_DOUBLE
         cmocka_unit_test(test_gradcheck),

@@ -6,16 +6,19 @@
  *
  *   enc0    Block(in_channels -> f)
  *   enc<l>  MaxPool3d(2), Block(f 2^(l-1) -> f 2^l)          l = 1 .. depth
- *   dec<l>  up-sample x2 (trilinear), concatenate the skip enc<l> (channels
- *           last: up-sampled first), Block(3 f 2^l -> f 2^l)  l = depth-1 .. 0
+ *   dec<l>  up-sample x2, concatenate the skip enc<l> (channels last:
+ *           up-sampled first), Block(-> f 2^l)                l = depth-1 .. 0
+ *           trilinear (default): keeps f 2^(l+1) channels, Block(3 f 2^l -> f 2^l);
+ *           transposed: up<l> = ConvTranspose3d(f 2^(l+1) -> f 2^l, kernel 2,
+ *           stride 2), Block(2 f 2^l -> f 2^l) (Ronneberger's and MONAI's)
  *   head    Conv3d 1x1x1 (f -> n_classes)
  *   Block   conv1 (3x3x3, SAME, bias) -> norm1 -> act, conv2 -> norm2 -> act
  *
  * norm is BatchNorm3d, InstanceNorm or GroupNorm(groups); act is LeakyReLU
  * (negative_slope, 0.01 as nnU-Net) or ReLU when the slope is 0. It is the
  * same net, with the same shapes and parameter count, as the PyTorch module
- * written out in tests/gen_unet.py (a MONAI-style BasicUNet with trilinear
- * up-sampling). Child nodes are named after their place, so vars() and
+ * written out in tests/gen_unet.py (a MONAI-style BasicUNet, trilinear or
+ * transposed-convolution up-sampling). Child nodes are named after their place, so vars() and
  * state_dict() read "UNet0_enc1_conv2.w", "UNet0_dec0_norm1.scale", ...;
  * relative paths read "enc1.conv2.w". */
 #ifndef BPC_UNET_H
@@ -38,11 +41,17 @@ typedef enum bp_unet_norm {
     BP_UNET_GROUP         /* GroupNorm(groups) */
 } bp_unet_norm;
 
+typedef enum bp_unet_up {
+    BP_UNET_TRILINEAR = 0, /* bp_upsample, no weights */
+    BP_UNET_TRANSPOSED     /* ConvTranspose3d kernel 2 stride 2, halving the channels */
+} bp_unet_up;
+
 typedef struct bp_unet_opts {
     int depth;                /* down-samplings, 1..6; 3 */
     int64_t base_channels;    /* f, >= 1; 16 */
     bp_unet_norm norm;        /* BP_UNET_INSTANCE */
     int64_t groups;           /* GroupNorm: must divide base_channels; 8 */
+    bp_unet_up up;            /* BP_UNET_TRILINEAR */
     double negative_slope;    /* LeakyReLU slope, 0 for ReLU; 0.01 */
     const bp_mode *mode;      /* NULL: the global mode (BatchNorm needs batching or training) */
     const char *name;         /* NULL: automatic, "UNet0" ... */
