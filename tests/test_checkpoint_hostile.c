@@ -515,6 +515,15 @@ static bool same_dict(const bp_dict *a, const bp_dict *b)
  * mutant either fails with BP_EFORMAT or loads exactly REF (a float digit past
  * the ones that pick the float, e.g. 0.100000001 -> 0.100000002). None loads
  * a changed value. */
+/* The first occurrence of the string s in the n bytes at p (not NUL-terminated), or NULL. */
+static char *find_bytes(char *p, size_t n, const char *s)
+{
+    size_t k = strlen(s);
+    for (size_t i = 0; i + k <= n; i++)
+        if (memcmp(p + i, s, k) == 0) return p + i;
+    return NULL;
+}
+
 static void test_json_every_digit_mutant_rejected(void **state)
 {
     (void)state;
@@ -553,7 +562,7 @@ static void test_json_every_digit_mutant_rejected(void **state)
     assert_int_equal(rejected + same, mutants);
     assert_int_equal(changed, 0);
     /* the checksum also catches what a digit flip cannot: a changed sign */
-    char *minus = strstr(t, "-0.5");
+    char *minus = find_bytes(t, len, "-0.5"); /* the buffer is not NUL-terminated */
     assert_non_null(minus);
     minus[0] = ' ';
     bp_dict *got;
@@ -601,7 +610,7 @@ static void test_safetensors_crc_cannot_be_edited_off(void **state)
     assert_int_equal(loaded, 0);
 
     /* the named case: format "bpc" changed to "bpd" */
-    unsigned char *f = (unsigned char *)strstr((char *)b + 8, "\"bpc\"");
+    unsigned char *f = (unsigned char *)find_bytes((char *)b + 8, hlen, "\"bpc\"");
     assert_non_null(f);
     f[3] = 'd';
     bp_dict *got;
