@@ -7,9 +7,9 @@
 #include <string.h>
 #include "options.h"
 
-static const options defaults = {.epochs = 12, .steps = 40, .batch = 2, .threads = -1, .size = 32,
+static const options defaults = {.epochs = 8, .steps = 25, .batch = 2, .threads = -1, .size = 32,
                                  .train_vols = 16, .val_vols = 4, .patch = 32, .base = 8, .depth = 3,
-                                 .lr = 0.003, .val_split = 0.2, .fg_prob = 0.33, .overlap = 0.5, .norm = "instance",
+                                 .lr = 0.01, .val_split = 0.2, .fg_prob = 0.33, .overlap = 0.5, .norm = "instance",
                                  .out = "segment3d-out", .seed = 1, .pictures = 1};
 
 static void usage(FILE *f)
