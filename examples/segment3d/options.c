@@ -151,7 +151,8 @@ static bool check_train(const options *o)
     if (!ok) return false;
     if (o->data) return real_rule(o->val_split > 0 && o->val_split < 1, "--val-split", "in (0, 1)", o->val_split);
     return int_rule(o->size >= 8 && o->size <= 256, "--size", "in [8, 256]", o->size) &&
-           int_rule(o->train_vols >= 1 && o->train_vols <= 100000, "--train-volumes", "in [1, 100000]", o->train_vols) &&
+           int_rule(o->train_vols >= 1 && o->train_vols <= 100000, "--train-volumes", "in [1, 100000]",
+                    o->train_vols) &&
            int_rule(o->val_vols >= 1 && o->val_vols <= 100000, "--val-volumes", "in [1, 100000]", o->val_vols);
 }
 
@@ -162,7 +163,8 @@ static bool check_predict(const options *o)
         return false;
     }
     if (!o->input || !o->output) {
-        fprintf(stderr, "segment3d: predict needs an input and an output file: predict --model M IN.nii.gz OUT.nii.gz\n");
+        fprintf(stderr,
+                "segment3d: predict needs an input and an output file: predict --model M IN.nii.gz OUT.nii.gz\n");
         return false;
     }
     return common_rules(o);

@@ -141,7 +141,7 @@ static bp_status validate(trainer *t, double *dice, uint8_t *pred0)
             if (!isnan(one[c])) dice[c] += one[c], count[c]++;
         bp_tensor_free(logits);
     }
-    for (int c = 0; c < K; c++) dice[c] = count[c] ? dice[c] / count[c] : NAN;
+    for (int c = 0; count && c < K; c++) dice[c] = count[c] ? dice[c] / count[c] : NAN;
     free(one);
     free(count);
     return st;
@@ -457,7 +457,8 @@ static int run(trainer *t)
         next.step = 0;
         next.loss_sum = 0;
         next.correct = next.seen = 0;
-        if ((best && save_checkpoint(t, &next, "best.safetensors")) || save_checkpoint(t, &next, "checkpoint.safetensors")) {
+        if ((best && save_checkpoint(t, &next, "best.safetensors")) ||
+            save_checkpoint(t, &next, "checkpoint.safetensors")) {
             fprintf(stderr, "segment3d: checkpoint: %s\n", bp_last_error());
             status = 1;
             break;
