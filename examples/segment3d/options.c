@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "args.h"
 #include "options.h"
 
 static const options defaults = {.epochs = 8, .steps = 25, .batch = 2, .threads = -1, .size = 32,
@@ -54,42 +55,6 @@ static void usage(FILE *f)
             "variance per volume and channel, in training and prediction alike.\n",
             d->epochs, d->steps, d->batch, d->lr, d->patch, d->base, d->depth, d->fg_prob, d->overlap, SEG_MAX_THREADS,
             (unsigned long long)d->seed, d->out, SEG_MAX_DIR, d->val_split, d->size, d->train_vols, d->val_vols);
-}
-
-/* The whole of v as a base-10 integer in [-hi, hi]. */
-static bool int_arg(const char *v, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end != '\0' || x < -hi || x > hi) return false;
-    *out = x;
-    return true;
-}
-
-/* The whole of v as a finite number. */
-static bool real_arg(const char *v, double *out)
-{
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end != '\0' || !isfinite(x)) return false;
-    *out = x;
-    return true;
-}
-
-/* The whole of v as an unsigned 64-bit integer (strtoull alone would wrap "-1"). */
-static bool u64_arg(const char *v, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    const char *p = v;
-    while (*p == ' ' || *p == '\t') p++;
-    if (*p == '-') return false;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno || end == v || *end != '\0') return false;
-    *out = x;
-    return true;
 }
 
 /* One rule of one option: prints "--flag must be RULE, got VALUE" when broken. */
