@@ -62,7 +62,8 @@ $(cat "$W/$name.err")"
 expect_ok help --help
 grep -q '^usage: segment3d \[train\]' "$W/help.out" || fail "help: no usage line"
 for flag in --epochs --steps --batch-size --lr --patch --base --depth --norm --fg-prob --overlap --threads --seed \
-    --out --data --val-split --size --train-volumes --val-volumes --no-pictures --resume --quiet --help --model; do
+    --jitter --out --data --val-split --size --train-volumes --val-volumes --no-pictures --resume --quiet --help \
+    --model; do
     grep -qE -- "(^| )$flag( |$)" "$W/help.out" || fail "help: $flag is not documented"
 done
 expect_err patch '--patch must be a multiple of 2^depth = 8 in [8, 256], got 12' -- --patch 12 --out "$W/never"

@@ -10,7 +10,8 @@
 
 static const options defaults = {.epochs = 8, .steps = 25, .batch = 2, .threads = -1, .size = 32,
                                  .train_vols = 16, .val_vols = 4, .patch = 32, .base = 8, .depth = 3,
-                                 .lr = 0.01, .val_split = 0.2, .fg_prob = 0.33, .overlap = 0.5, .norm = "instance",
+                                 .lr = 0.01, .val_split = 0.2, .fg_prob = 0.33, .overlap = 0.5, .jitter = 0.1,
+                                 .norm = "instance",
                                  .out = "segment3d-out", .seed = 1, .pictures = 1};
 
 static void usage(FILE *f)
@@ -33,6 +34,8 @@ static void usage(FILE *f)
             "  --norm NAME        instance (default), batch or group (GroupNorm of 4 groups; --base a multiple of 4)\n"
             "  --fg-prob X        chance that a patch is centred on a foreground voxel, in [0, 1] (default %g)\n"
             "  --overlap X        sliding-window overlap, in [0, 1) (default %g)\n"
+            "  --jitter X         intensity augmentation: x (1 + u) + v, u and v uniform in [-X, X], in [0, 1]\n"
+            "                     (default %g; 0 where labels follow narrow intensity bands)\n"
             "  --threads N        OpenMP threads, 1 to %d (default: all cores)\n"
             "  --seed N           seed of the weights, the data and the patches, in [0, 2^64) (default %llu)\n"
             "  --out DIR          checkpoint.safetensors (latest), best.safetensors (best validation Dice),\n"
@@ -53,7 +56,8 @@ static void usage(FILE *f)
             "Ctrl-C saves a checkpoint after the current step and exits; --resume continues from it with the same\n"
             "results as an uninterrupted run (same thread count). Images are normalised to zero mean and unit\n"
             "variance per volume and channel, in training and prediction alike.\n",
-            d->epochs, d->steps, d->batch, d->lr, d->patch, d->base, d->depth, d->fg_prob, d->overlap, SEG_MAX_THREADS,
+            d->epochs, d->steps, d->batch, d->lr, d->patch, d->base, d->depth, d->fg_prob, d->overlap, d->jitter,
+            SEG_MAX_THREADS,
             (unsigned long long)d->seed, d->out, SEG_MAX_DIR, d->val_split, d->size, d->train_vols, d->val_vols);
 }
 
@@ -112,7 +116,8 @@ static bool check_train(const options *o)
     snprintf(patch, sizeof patch, "a multiple of 2^depth = %d in [%d, 256]", 1 << o->depth, 1 << o->depth);
     ok = int_rule(o->patch >= (1 << o->depth) && o->patch <= 256 && o->patch % (1 << o->depth) == 0, "--patch", patch,
                   o->patch) &&
-         real_rule(o->fg_prob >= 0 && o->fg_prob <= 1, "--fg-prob", "in [0, 1]", o->fg_prob) && common_rules(o);
+         real_rule(o->fg_prob >= 0 && o->fg_prob <= 1, "--fg-prob", "in [0, 1]", o->fg_prob) &&
+         real_rule(o->jitter >= 0 && o->jitter <= 1, "--jitter", "in [0, 1]", o->jitter) && common_rules(o);
     if (!ok) return false;
     if (o->data) return real_rule(o->val_split > 0 && o->val_split < 1, "--val-split", "in (0, 1)", o->val_split);
     return int_rule(o->size >= 8 && o->size <= 256, "--size", "in [8, 256]", o->size) &&
@@ -168,6 +173,7 @@ int parse_args(int argc, char **argv, options *o)
         else if (TAKE("--depth")) ok = int_arg(v, INT_MAX, &n), o->depth = (int)n;
         else if (TAKE("--norm")) o->norm = v;
         else if (TAKE("--fg-prob")) ok = real_arg(v, &o->fg_prob), want = "a number";
+        else if (TAKE("--jitter")) ok = real_arg(v, &o->jitter), want = "a number";
         else if (TAKE("--seed")) ok = u64_arg(v, &o->seed), want = "an integer in [0, 2^64)";
         else if (TAKE("--out")) o->out = v;
         else if (TAKE("--data")) o->data = v;
@@ -222,6 +228,7 @@ static bp_status fill_meta(const options *o, bp_dict *d)
     BP_TRY(put_text(d, "--norm", o->norm));
     BP_TRY(put_f64(d, "--fg-prob", o->fg_prob));
     BP_TRY(put_f64(d, "--overlap", o->overlap));
+    BP_TRY(put_f64(d, "--jitter", o->jitter));
     if (o->data) {
         BP_TRY(put_text(d, "--data", o->data));
         return put_f64(d, "--val-split", o->val_split);

@@ -21,6 +21,7 @@ typedef struct options {
     int size, train_vols, val_vols;    /* the synthetic data */
     int patch, base, depth;            /* patch side; the U-Net */
     double lr, val_split, fg_prob, overlap;
+    double jitter;                     /* intensity augmentation: scale and shift amplitude */
     const char *norm, *out, *data;
     const char *model, *input, *output; /* predict */
     uint64_t seed;

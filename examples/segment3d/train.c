@@ -313,6 +313,7 @@ static bp_status setup(trainer *t)
     BP_TRY(bp_tensor_new(&t->x, BP_REAL_DTYPE, 5, xs));
     BP_TRY(bp_tensor_new(&t->y, BP_INT32, 4, xs));
     t->aug = bp_augment_defaults();
+    t->aug.scale = t->aug.shift = o->jitter;
     t->hist_loss = calloc((size_t)o->epochs, sizeof *t->hist_loss);
     t->hist_dice = calloc((size_t)o->epochs, sizeof *t->hist_dice);
     if (!t->hist_loss || !t->hist_dice) return bp_fail(BP_ENOMEM, "out of memory");
