@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "args.h"
 #include "data.h"
 #include "model.h"
 #include "options.h"
@@ -46,43 +47,6 @@ static void usage(FILE *f)
             "(one shared shuffle; rank r takes its share), sums the gradients across them, and rank 0\n"
             "alone prints and writes files; --resume works with any R (the same R repeats bit for bit).\n",
             model, TRAIN3D_MAX_THREADS, TRAIN3D_MAX_DIR);
-}
-
-/* The whole of v as a base-10 integer in [-hi, hi]: atoi would take "3x" as 3 and
- * "abc" as 0, silently. */
-static bool int_arg(const char *v, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end != '\0' || x < -hi || x > hi) return false;
-    *out = x;
-    return true;
-}
-
-/* The whole of v as a finite number. */
-static bool real_arg(const char *v, double *out)
-{
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end != '\0' || !isfinite(x)) return false;
-    *out = x;
-    return true;
-}
-
-/* The whole of v as an unsigned 64-bit integer (strtoull alone would wrap "-1"). */
-static bool u64_arg(const char *v, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    const char *p = v;
-    while (*p == ' ' || *p == '\t') p++;
-    if (*p == '-') return false;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno || end == v || *end != '\0') return false;
-    *out = x;
-    return true;
 }
 
 /* One rule of one option: prints "--flag must be RULE, got VALUE" when broken. */

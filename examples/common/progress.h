@@ -1,7 +1,7 @@
-/* examples/train3d/progress.h — a per-epoch progress bar (samples/s, ETA) on a
+/* examples/common/progress.h — a per-epoch progress bar (samples/s, ETA) on a
  * terminal, plain lines every 10% when stdout is not one. */
-#ifndef TRAIN3D_PROGRESS_H
-#define TRAIN3D_PROGRESS_H
+#ifndef EXAMPLES_PROGRESS_H
+#define EXAMPLES_PROGRESS_H
 
 #include <stdbool.h>
 #include <stdint.h>

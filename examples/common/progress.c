@@ -1,4 +1,4 @@
-/* examples/train3d/progress.c — see progress.h. */
+/* examples/common/progress.c — see progress.h. */
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
