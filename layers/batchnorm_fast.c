@@ -19,23 +19,33 @@
  * so 1 and 2 threads give bitwise identical results.
  *
  * Statistics: each block accumulates shifted sums S1 = sum(x - k), S2 =
- * sum((x - k)^2), in double lanes, with k the mean of the chunk so far (the
- * block's first row for a chunk's first block). Then mean_b = k + S1/n and
- * M2_b = S2 - S1^2/n, and blocks merge with Chan's formula. The subtraction
- * loses at most a factor S2/M2_b = 1 + n(k - mean_b)^2/M2_b <= 1 + n of
- * precision when k is one of the block's values ((k - mean_b)^2 <= M2_b),
- * n <= 8192 rows; when k is the mean of the chunk's earlier rows, n(k -
- * mean_b)^2 is of the size of what the merge adds to M2 anyway. In double
- * that keeps the error below 1e-12 of the channel's M2, so the float
- * statistics are correct to their last rounding whatever the data (an
- * outlier as the shift, x = 1e4 + N(0,1)). Summing in bp_real lanes instead lost up to n*u = 5e-4 in float
- * when the first row was an outlier. A constant channel has x - k == 0
- * exactly, so its mean is exact and it normalises to exactly 0.
+ * sum((x - k)^2), in double lanes (x widened exactly, S2 by a fused
+ * multiply-add where the ISA has one, dfma/VDFMA in simd.h), with k the mean of
+ * the chunk so far (the block's first row for a chunk's first block). Then
+ * mean_b = k + S1/n and M2_b = S2 - S1^2/n, and blocks merge with Chan's
+ * formula. The subtraction loses at most a factor S2/M2_b = 1 + n(k -
+ * mean_b)^2/M2_b <= 1 + n of precision when k is one of the block's values
+ * ((k - mean_b)^2 <= M2_b), n <= 8192 rows; when k is the mean of the chunk's
+ * earlier rows, n(k - mean_b)^2 is of the size of what the merge adds to M2
+ * anyway. In double that keeps the error below 1e-12 of the channel's M2, so
+ * the float statistics are correct to their last rounding whatever the data (an
+ * outlier as the shift, x = 1e4 + N(0,1)). Summing in bp_real lanes instead lost
+ * up to n*u = 5e-4 in float when the first row was an outlier; and bp_real lanes
+ * with a better shift (each chunk's first block shifted by its own mean from a
+ * pre-pass over that block) are not enough either: x - k and the lane sums
+ * still round in float, about 2u of the spread in the mean of a few rows and
+ * 3u in the variance of 1e4 + N(0,1), above what the tests allow (the reference
+ * kernel's double sums). A constant channel has x - k == 0 exactly, so its mean
+ * is exact and it normalises to exactly 0.
  *
- * Reading floats into double lanes costs about 2.5 times the arithmetic of
- * float lanes in the statistics pass: hidden behind memory for inputs larger
- * than the caches (bench/batchnorm's shapes), visible for inputs that fit in
- * L2 (a 1 MB forward takes ~1.5 times as long as with float lanes).
+ * Cost: per register of floats the double lanes take two widenings (two
+ * operations each on AVX-512), two subtractions, two additions and two fused
+ * multiply-adds, against a subtraction, a multiplication and two additions for
+ * the float lanes bpc had before, about 2.5 times the arithmetic. That is
+ * hidden behind memory for inputs larger than the caches (bench/batchnorm's
+ * shapes) and visible for inputs that fit in L2: a 1 MB training forward takes
+ * ~1.5 times as long as with those float lanes (the fused multiply-add, in
+ * place of a product and a sum, took back ~5%).
  *
  * Memory traffic per element (4-byte floats): training forward 12 B (read x
  * for the statistics, read x and write y), eval forward 8 B, training backward
@@ -197,14 +207,14 @@ static void lane_stats(const bp_real *restrict xr, const double *restrict k,
     for (int64_t j = 0; j < L; j++) {
         double d = (double)xr[j] - k[j];
         s1[j] += d;
-        s2[j] += d * d;
+        s2[j] = dfma(s2[j], d, d);
     }
 }
 
 /* lane_stats for BN_SL = 4 registers of double lanes over ng lane groups st
  * apart, with the accumulators in registers: the plain loop keeps them in
- * memory and pays two stores per vector. Same operations in the same order,
- * so the same bits. */
+ * memory and pays two stores per vector. Same operations in the same order
+ * (VDFMA rounds as dfma does), so the same bits. */
 #define BN_SL (4 * VD)
 static void lane_stats_regs(const bp_real *xr, int64_t st, int64_t ng, const double *k,
                             double *s1, double *s2)
@@ -219,7 +229,7 @@ static void lane_stats_regs(const bp_real *xr, int64_t st, int64_t ng, const dou
         for (int v = 0; v < 4; v++) {
             vd d = widen(xr + v * VD) - kv[v];
             a[v] += d;
-            q[v] += d * d;
+            VDFMA(q[v], d, d);
         }
     for (int v = 0; v < 4; v++) {
         memcpy(s1 + v * VD, &a[v], sizeof a[v]);

@@ -102,6 +102,29 @@ typedef double vd __attribute__((vector_size(VBYTES)));
 typedef bp_real vdru __attribute__((vector_size(VBYTES / sizeof(double) * sizeof(bp_real)), aligned(sizeof(bp_real)),
                                     may_alias));
 
+/* acc + a*b on vd registers (VDFMA) and on one double (dfma), as one fused
+ * multiply-add where the ISA has one and as a product and a sum where it does
+ * not: the two always round alike, so a register loop and its plain tail loop
+ * give the same bits in every build. */
+#if defined(__AVX512F__)
+#define VDFMA(acc, a, b) ((acc) = (vd)_mm512_fmadd_pd((__m512d)(a), (__m512d)(b), (__m512d)(acc)))
+#define DFMA_FUSED 1
+#elif defined(__FMA__) && defined(__AVX__)
+#define VDFMA(acc, a, b) ((acc) = (vd)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(acc)))
+#define DFMA_FUSED 1
+#else
+#define VDFMA(acc, a, b) ((acc) = (acc) + (a) * (b))
+#define DFMA_FUSED 0
+#endif
+static inline __attribute__((always_inline)) double dfma(double acc, double a, double b)
+{
+#if DFMA_FUSED
+    return __builtin_fma(a, b, acc);
+#else
+    return acc + a * b;
+#endif
+}
+
 /* The VD reals at p, unaligned, as doubles (exact). */
 static inline __attribute__((always_inline)) vd widen(const bp_real *p)
 {
