@@ -32,6 +32,14 @@ typedef struct bp__conv_geom {
     int64_t P;                      /* GEMM tile rows */
 } bp__conv_geom;
 
+/* Adds the parameters every convolution node has (Conv and ConvTranspose):
+ * "w" (k_0..k_{nsp-1}, cin / groups, cout) from w_init and, with bias, "b"
+ * (1, .., 1, cout) from b_init; TrainVars in training mode, Variables
+ * otherwise. *w and *b receive the borrowed vars (*b untouched without bias). */
+bp_status bp__conv_add_params(bp_node *n, int nsp, const int *kernel_size, int64_t cin, int64_t cout, int groups,
+                              bool bias, const bp_init *w_init, const bp_init *b_init, bp_rng *rng, bp_var **w,
+                              bp_var **b);
+
 /* The geometry of conv c on an input of shape (ndim, shape), batched
  * (B, spatial.., Cin) or not; yshape / *yd receive the output's shape. Checks
  * the rank, channels and dtype are the caller's (bp__check_layer_input); this

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <bpc/conv_transpose.h>
 #include <bpc/autograd.h>
+#include "conv_internal.h"
 #include "conv_transpose_internal.h"
 #include "layer_input.h"
 
@@ -138,23 +139,8 @@ static bp_status convt_new(bp_node **out, const bp_node_class *cls, int nsp, int
         c->pad_hi[d] = used && o.padding == BP_PAD_EXPLICIT ? o.pad_hi[d] : 0;
     }
     bp_rng seeded, *rng = bp_rng_or_default(o.rng, &seeded);
-    int64_t wshape[5];
-    for (int d = 0; d < nsp; d++) wshape[d] = o.kernel_size[d];
-    wshape[nsp] = cin / o.groups;
-    wshape[nsp + 1] = cout;
-    bp_var_kind kind = bp_mode_is_train_mode(n->mode) ? BP_TRAINVAR : BP_VARIABLE;
-    bp_tensor *t = NULL;
-    bp_status st = bp_tensor_init(&t, nsp + 2, wshape, &o.w_initializer, rng);
-    if (!st) st = bp_node_add_var(n, "w", kind, t, &c->w);
-    bp_tensor_free(t);
-    t = NULL;
-    if (!st && o.bias) {
-        int64_t bshape[4] = {1, 1, 1, 1};
-        bshape[nsp] = cout;
-        st = bp_tensor_init(&t, nsp + 1, bshape, &o.b_initializer, rng);
-        if (!st) st = bp_node_add_var(n, "b", kind, t, &c->b);
-        bp_tensor_free(t);
-    }
+    bp_status st = bp__conv_add_params(n, nsp, o.kernel_size, cin, cout, o.groups, o.bias, &o.w_initializer,
+                                       &o.b_initializer, rng, &c->w, &c->b);
     if (st) {
         bp_node_free(n);
         return st;
