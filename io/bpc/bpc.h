@@ -12,6 +12,7 @@
 #include <bpc/state.h>
 #include <bpc/delay.h>
 #include <bpc/comm.h>
+#include <bpc/precision.h>
 #include <bpc/autograd.h>
 #include <bpc/ops.h>
 #include <bpc/gradcheck.h>
