@@ -309,9 +309,9 @@ static void stats_chunk(const bn_plan *p, const bp_real *x, int64_t ch)
     }
 }
 
-/* Batch mean and biased variance of every channel, in double, left in acc0[0..C)
- * and acc1[0..C) (acc1 then holds the variance, not M2). */
-static void batch_stats(const bn_plan *p, const bp_real *x)
+/* Batch mean and M2 (sum of squared deviations) of every channel, in double,
+ * left in acc0[0..C) and acc1[0..C). M >= 1. */
+static void batch_moments(const bn_plan *p, const bp_real *x)
 {
     const int64_t C = p->C;
 #pragma omp parallel if (p->M * C >= BN_PAR_MIN)
@@ -333,7 +333,13 @@ static void batch_stats(const bn_plan *p, const bp_real *x)
             chan_merge(&p->acc0[c], &p->acc1[c], n, p->acc0[ch * C + c], p->acc1[ch * C + c], nb);
         n += nb;
     }
-    for (int64_t c = 0; c < C; c++) p->acc1[c] /= (double)p->M;
+}
+
+/* batch_moments, then acc1 holds the biased variance M2 / M. */
+static void batch_stats(const bn_plan *p, const bp_real *x)
+{
+    batch_moments(p, x);
+    for (int64_t c = 0; c < p->C; c++) p->acc1[c] /= (double)p->M;
 }
 
 /* ---------------------------------------------------------------- elementwise */
@@ -770,6 +776,58 @@ static void lane_dx_nt(bp_real *dx, const bp_real *dy, const bp_real *x,
     lane_dx(dx + j, dy + j, x + j, m + j, a + j, b + j, k1 + j, k2 + j, k3 + j, L - j, relu);
 }
 
+/* The dx coefficients k1 = g, k2 = -g*invstd^2*sdzxm/n, k3 = -g*sdz/n with
+ * g = invstd*scale, replicated u times at par[3*lp .. 6*lp), so that
+ * dz*k1 + (x - mean)*k2 + k3 = g*(dz - sdz/n - xhat*invstd*sdzxm/n). n is the
+ * count the sums ran over (M, or the group's rows for cross-replica sums). */
+static void dx_coefs(const bn_plan *p, const bp_real *invstd, const bp_real *scale, const double *sdz,
+                     const double *sdzxm, int64_t n)
+{
+    const int64_t C = p->C, lp = p->lp;
+    bp_real *k1 = p->par + 3 * lp, *k2 = p->par + 4 * lp, *k3 = p->par + 5 * lp;
+    for (int64_t c = 0; c < C; c++) {
+        double is = (double)invstd[c], sc = scale ? (double)scale[c] : 1.0;
+        double g = sc * is;
+        k1[c] = (bp_real)g;
+        k2[c] = (bp_real)(-g * is * is * sdzxm[c] / (double)n);
+        k3[c] = (bp_real)(-g * sdz[c] / (double)n);
+    }
+    for (int64_t q = 1; q < p->u; q++) {
+        memcpy(k1 + q * C, k1, sizeof(bp_real) * (size_t)C);
+        memcpy(k2 + q * C, k2, sizeof(bp_real) * (size_t)C);
+        memcpy(k3 + q * C, k3, sizeof(bp_real) * (size_t)C);
+    }
+}
+
+/* dx = dz*k1 + (x - mean)*k2 + k3 for all rows, with (mean, alpha, bias) and
+ * the coefficients of dx_coefs at p->par. Each thread takes its chunks of the
+ * sums pass, last (cached) first. */
+static void dx_pass(const bn_plan *p, bp_real *dx, const bp_real *dy, const bp_real *x, int relu)
+{
+    const int64_t C = p->C, lp = p->lp, u = p->u;
+    const bp_real *pm = p->par, *pa = p->par + lp, *pb = p->par + 2 * lp;
+    const bp_real *k1 = p->par + 3 * lp, *k2 = p->par + 4 * lp, *k3 = p->par + 5 * lp;
+    const int stream = use_stream(p, dx);
+#pragma omp parallel if (p->M * C >= BN_PAR_MIN)
+    {
+        int64_t lo, hi;
+        thread_chunks(p, &lo, &hi);
+        for (int64_t ch = hi - 1; ch >= lo; ch--) {
+            int64_t r0, r1;
+            chunk_rows(p, ch, &r0, &r1);
+            for (int64_t r = r0; r < r1; r += u) {
+                if (stream)
+                    lane_dx_nt(dx + r * C, dy + r * C, x + r * C, pm, pa, pb, k1, k2, k3, min64(u, r1 - r) * C,
+                               relu);
+                else
+                    lane_dx(dx + r * C, dy + r * C, x + r * C, pm, pa, pb, k1, k2, k3, min64(u, r1 - r) * C,
+                            relu);
+            }
+            if (stream) vstream_fence();
+        }
+    }
+}
+
 static bp_status backward_train(const char *who, bp_real *dx, bp_real *dscale, bp_real *dbias,
                                 const bp_real *dy, const bp_real *x, const bp_real *mean,
                                 const bp_real *invstd, const bp_real *scale, const bp_real *bias,
@@ -784,47 +842,15 @@ static bp_status backward_train(const char *who, bp_real *dx, bp_real *dscale, b
     bn_plan p = plan_shape(M, C);
     void *owned;
     BP_TRY(plan_workspace(who, &p, work, &owned));
-    const int64_t lp = p.lp;
     affine_params(&p, mean, invstd, scale, bias);
     grad_sums(&p, NULL, dy, x, relu);
     /* dx = invstd*scale * (dz - sum(dz)/M - (x - mean)*invstd^2 * sum(dz*(x - mean))/M) */
-    bp_real *k1 = p.par + 3 * lp, *k2 = p.par + 4 * lp, *k3 = p.par + 5 * lp;
+    dx_coefs(&p, invstd, scale, p.acc0, p.acc1, M);
     for (int64_t c = 0; c < C; c++) {
-        double is = (double)invstd[c], sc = scale ? (double)scale[c] : 1.0;
-        double sdz = p.acc0[c], sdzxm = p.acc1[c];
-        double g = sc * is;
-        k1[c] = (bp_real)g;
-        k2[c] = (bp_real)(-g * is * is * sdzxm / (double)M);
-        k3[c] = (bp_real)(-g * sdz / (double)M);
-        if (dscale) dscale[c] = (bp_real)((double)dscale[c] + is * sdzxm);
-        if (dbias) dbias[c] = (bp_real)((double)dbias[c] + sdz);
+        if (dscale) dscale[c] = (bp_real)((double)dscale[c] + (double)invstd[c] * p.acc1[c]);
+        if (dbias) dbias[c] = (bp_real)((double)dbias[c] + p.acc0[c]);
     }
-    for (int64_t q = 1; q < p.u; q++) {
-        memcpy(k1 + q * C, k1, sizeof(bp_real) * (size_t)C);
-        memcpy(k2 + q * C, k2, sizeof(bp_real) * (size_t)C);
-        memcpy(k3 + q * C, k3, sizeof(bp_real) * (size_t)C);
-    }
-    const bp_real *pm = p.par, *pa = p.par + lp, *pb = p.par + 2 * lp;
-    const int64_t u = p.u;
-    const int stream = use_stream(&p, dx);
-#pragma omp parallel if (M * C >= BN_PAR_MIN)
-    {
-    int64_t lo, hi;
-    thread_chunks(&p, &lo, &hi);
-    for (int64_t ch = hi - 1; ch >= lo; ch--) {
-        int64_t r0, r1;
-        chunk_rows(&p, ch, &r0, &r1); /* this thread's chunks of the sums pass, last (cached) first */
-        for (int64_t r = r0; r < r1; r += u) {
-            if (stream)
-                lane_dx_nt(dx + r * C, dy + r * C, x + r * C, pm, pa, pb, k1, k2, k3,
-                           min64(u, r1 - r) * C, relu);
-            else
-                lane_dx(dx + r * C, dy + r * C, x + r * C, pm, pa, pb, k1, k2, k3,
-                        min64(u, r1 - r) * C, relu);
-        }
-        if (stream) vstream_fence();
-    }
-    }
+    dx_pass(&p, dx, dy, x, relu);
     free(owned);
     return BP_OK;
 }
@@ -920,4 +946,98 @@ void bp__bn_affine_params(const bn_plan *p, const bp_real *mean, const bp_real *
                           const bp_real *bias)
 {
     affine_params(p, mean, invstd, scale, bias);
+}
+
+/* -------------------------------------- for cross-replica BatchNorm (batchnorm_sync.c) */
+
+bp_status bp__bn_local_moments(double *mean, double *m2, const bp_real *x, int64_t M, int64_t C, void *work)
+{
+    const char *who = "bp__bn_local_moments";
+    BN_NEED(who, mean);
+    BN_NEED(who, m2);
+    BP_TRY(check_common(who, M, C, 0, work));
+    if (M == 0) {
+        for (int64_t c = 0; c < C; c++) mean[c] = m2[c] = 0.0;
+        return BP_OK;
+    }
+    BN_NEED(who, x);
+    bn_plan p = plan_shape(M, C);
+    void *owned;
+    BP_TRY(plan_workspace(who, &p, work, &owned));
+    batch_moments(&p, x);
+    memcpy(mean, p.acc0, sizeof(double) * (size_t)C);
+    memcpy(m2, p.acc1, sizeof(double) * (size_t)C);
+    free(owned);
+    return BP_OK;
+}
+
+bp_status bp__bn_normalize(bp_real *y, const bp_real *x, const bp_real *mean, const bp_real *invstd,
+                           const bp_real *scale, const bp_real *bias, int64_t M, int64_t C, bool relu, void *work)
+{
+    const char *who = "bp__bn_normalize";
+    BP_TRY(check_common(who, M, C, 0, work));
+    if (M == 0) return BP_OK;
+    BN_NEED(who, y);
+    BN_NEED(who, x);
+    BN_NEED(who, mean);
+    BN_NEED(who, invstd);
+    bn_plan p = plan_shape(M, C);
+    void *owned;
+    BP_TRY(plan_workspace(who, &p, work, &owned));
+    affine_params(&p, mean, invstd, scale, bias);
+    apply_all(&p, y, x, p.par, p.par + p.lp, p.par + 2 * p.lp, relu, 1);
+    free(owned);
+    return BP_OK;
+}
+
+bp_status bp__bn_local_grad_sums(double *sdz, double *sdzxm, const bp_real *dy, const bp_real *x, const bp_real *mean,
+                                 const bp_real *invstd, const bp_real *scale, const bp_real *bias, int64_t M,
+                                 int64_t C, bool relu, void *work)
+{
+    const char *who = "bp__bn_local_grad_sums";
+    BN_NEED(who, sdz);
+    BN_NEED(who, sdzxm);
+    BP_TRY(check_common(who, M, C, 0, work));
+    if (M == 0) {
+        for (int64_t c = 0; c < C; c++) sdz[c] = sdzxm[c] = 0.0;
+        return BP_OK;
+    }
+    BN_NEED(who, dy);
+    BN_NEED(who, x);
+    BN_NEED(who, mean);
+    BN_NEED(who, invstd);
+    bn_plan p = plan_shape(M, C);
+    void *owned;
+    BP_TRY(plan_workspace(who, &p, work, &owned));
+    affine_params(&p, mean, invstd, scale, bias);
+    grad_sums(&p, NULL, dy, x, relu);
+    memcpy(sdz, p.acc0, sizeof(double) * (size_t)C);
+    memcpy(sdzxm, p.acc1, sizeof(double) * (size_t)C);
+    free(owned);
+    return BP_OK;
+}
+
+bp_status bp__bn_grad_dx(bp_real *dx, const bp_real *dy, const bp_real *x, const bp_real *mean, const bp_real *invstd,
+                         const bp_real *scale, const bp_real *bias, const double *sdz, const double *sdzxm, int64_t N,
+                         int64_t M, int64_t C, bool relu, void *work)
+{
+    const char *who = "bp__bn_grad_dx";
+    BP_TRY(check_common(who, M, C, 0, work));
+    if (M == 0) return BP_OK;
+    if (N < M) return bp_fail(BP_EINVAL, "%s: expected N >= M = %lld, got %lld", who, (long long)M, (long long)N);
+    BN_NEED(who, dx);
+    BN_NEED(who, dy);
+    BN_NEED(who, x);
+    BN_NEED(who, mean);
+    BN_NEED(who, invstd);
+    BN_NEED(who, sdz);
+    BN_NEED(who, sdzxm);
+    bn_plan p = plan_shape(M, C);
+    void *owned;
+    BP_TRY(plan_workspace(who, &p, work, &owned));
+    affine_params(&p, mean, invstd, scale, bias);
+    dx_coefs(&p, invstd, scale, sdz, sdzxm, N);
+    dx_pass(&p, dx, dy, x, relu);
+    free(owned);
+    return BP_OK;
 }

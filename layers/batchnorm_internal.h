@@ -158,6 +158,37 @@ bp_status bp__bn_relu_maxpool_backward_train(bp_real *dx, bp_real *dscale, bp_re
                                              const bp_real *mean, const bp_real *invstd, const bp_real *scale,
                                              const bp_real *bias, const bp__bn_pool3d *pg, int64_t C, void *work);
 
+/* ---------------------------------------------------------------- cross-replica pieces
+ *
+ * The training forward and backward cut where cross-replica BatchNorm
+ * (batchnorm_sync.c) exchanges its sums between ranks; same blocks, lanes,
+ * threads and bits as the kernels above. M may be 0 (a rank without rows):
+ * the sums are then 0 and nothing is written. */
+
+/* This rank's per-channel mean and M2 = sum (x - mean)^2 of x, in double, by the
+ * training forward's statistics (shifted block sums merged with Chan's formula),
+ * for bp__sync_stats. Reads x once. */
+bp_status bp__bn_local_moments(double *mean, double *m2, const bp_real *x, int64_t M, int64_t C, void *work);
+
+/* y = [relu]((x - mean)*(invstd*scale) + bias) with given statistics: the
+ * training forward's second pass. Reads x once, writes y once. */
+bp_status bp__bn_normalize(bp_real *y, const bp_real *x, const bp_real *mean, const bp_real *invstd,
+                           const bp_real *scale, const bp_real *bias, int64_t M, int64_t C, bool relu, void *work);
+
+/* The training backward's first pass: sdz = sum dz, sdzxm = sum dz*(x - mean) per
+ * channel (double; lanes of bp_real), dz = dy, masked as bp__bn_relu_backward_train
+ * when relu. Reads x and dy once. */
+bp_status bp__bn_local_grad_sums(double *sdz, double *sdzxm, const bp_real *dy, const bp_real *x, const bp_real *mean,
+                                 const bp_real *invstd, const bp_real *scale, const bp_real *bias, int64_t M,
+                                 int64_t C, bool relu, void *work);
+
+/* Its second pass with sums over N >= M rows (all ranks'):
+ *   dx = invstd*scale*(dz - sdz/N - (x - mean)*invstd^2*sdzxm/N)   (written)
+ * Reads x and dy once, writes dx once. */
+bp_status bp__bn_grad_dx(bp_real *dx, const bp_real *dy, const bp_real *x, const bp_real *mean, const bp_real *invstd,
+                         const bp_real *scale, const bp_real *bias, const double *sdz, const double *sdzxm, int64_t N,
+                         int64_t M, int64_t C, bool relu, void *work);
+
 /* ---------------------------------------------------------------- reference kernels
  *
  * The same math written plainly (batchnorm_ref.c): one channel at a time, sums

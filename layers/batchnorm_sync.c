@@ -3,17 +3,21 @@
  *
  * Shapes: x, y (M, F) with M this rank's rows (0 allowed) and F features;
  * N = the rows of every rank of the group together.
- *   forward   per feature: local (M, mean, M2) two-pass in double, merged
- *             across ranks (bp__sync_stats); var = M2 / N (biased);
+ *   forward   per feature: local (M, mean, M2) by the training forward's
+ *             statistics kernel (bp__bn_local_moments), merged across ranks
+ *             (bp__sync_stats); var = M2 / N (biased);
  *             y = (x - mean) invstd scale + bias  [, max(., 0) with relu]
- *   backward  g = dy (masked by y > 0 with relu), xhat = (x - mean) invstd;
- *             local S1 = sum g, S2 = sum g xhat; one all-reduce of (S1, S2)
- *             over the group; dx = invstd scale (g - S1_all / N - xhat S2_all / N);
- *             dscale = S2, dbias = S1 of this rank (a data-parallel gradient
- *             reduction sums the ranks').
- * Plain loops over rows, sums in double: the cost is one read of x for the
- * statistics and one more for y (the single-process path has the tuned
- * kernels); every rank computes the same statistics bits. */
+ *             by its second pass (bp__bn_normalize).
+ *   backward  g = dy (masked by bn(x) > 0 with relu), xhat = (x - mean) invstd;
+ *             local S1 = sum g, S2' = sum g (x - mean) (bp__bn_local_grad_sums);
+ *             one all-reduce of (S1, S2') over the group; dx = invstd scale
+ *             (g - S1_all / N - xhat invstd S2'_all / N) (bp__bn_grad_dx);
+ *             dscale = invstd S2', dbias = S1 of this rank (a data-parallel
+ *             gradient reduction sums the ranks').
+ * The tuned kernels of batchnorm_fast.c do the passes over rows, so the cost is
+ * that of the single-process step plus the two exchanges of 2F doubles; every
+ * rank computes the same statistics bits (bp__sync_stats merges in rank order,
+ * the all-reduce gives every rank the same sums). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,39 +97,25 @@ static bp_status sync_backward(const bp_ag_backward_args *a)
     const bp_real *mean = bp_tensor_creals(c->mean), *inv = bp_tensor_creals(c->invstd);
     const bp_real *sc = c->scale_f ? bp_tensor_creals(c->scale_f) : NULL;
     const bp_real *bi = c->bias_f ? bp_tensor_creals(c->bias_f) : NULL;
-    double *s = calloc((size_t)(4 * F), sizeof(double)); /* local S1, S2, then the group's */
+    double *s = malloc(sizeof(double) * (size_t)(4 * F)); /* local S1, S2', then the group's */
     if (!s) return bp_fail(BP_ENOMEM, "SyncBatchNorm backward: out of memory");
     double *all = s + 2 * F;
-    for (int64_t m = 0; m < M; m++)
-        for (int64_t f = 0; f < F; f++) {
-            const int64_t i = m * F + f;
-            const double xh = ((double)x[i] - mean[f]) * inv[f];
-            double g = dy[i];
-            if (c->relu && !(xh * (sc ? sc[f] : 1) + (bi ? bi[f] : 0) > 0)) g = 0;
-            s[f] += g;
-            s[F + f] += g * xh;
-        }
-    memcpy(all, s, sizeof(double) * (size_t)(2 * F));
-    bp_status st = bp_comm_agree(c->comm, c->tag, 2 * F);
-    if (!st) st = bp_comm_allreduce_f64(c->comm, all, (size_t)(2 * F));
-    if (!st && a->din[0]) {
-        bp_real *dx = bp_tensor_reals(a->din[0]);
-        const double n = (double)c->N;
-        for (int64_t m = 0; m < M; m++)
-            for (int64_t f = 0; f < F; f++) {
-                const int64_t i = m * F + f;
-                const double xh = ((double)x[i] - mean[f]) * inv[f];
-                double g = dy[i];
-                if (c->relu && !(xh * (sc ? sc[f] : 1) + (bi ? bi[f] : 0) > 0)) g = 0;
-                dx[i] = (bp_real)((double)inv[f] * (sc ? sc[f] : 1) * (g - all[f] / n - xh * all[F + f] / n));
-            }
+    bp_status st = bp__bn_local_grad_sums(s, s + F, dy, x, mean, inv, sc, bi, M, F, c->relu, NULL);
+    if (!st) {
+        memcpy(all, s, sizeof(double) * (size_t)(2 * F));
+        st = bp_comm_agree(c->comm, c->tag, 2 * F);
     }
+    if (!st) st = bp_comm_allreduce_f64(c->comm, all, (size_t)(2 * F));
+    if (!st && a->din[0])
+        st = bp__bn_grad_dx(bp_tensor_reals(a->din[0]), dy, x, mean, inv, sc, bi, all, all + F, c->N, M, F, c->relu,
+                            NULL);
     /* parameter gradients: this rank's sums, folded from F features to C channels */
     for (int k = 1; !st && k < a->n_in; k++) {
         if (!a->din[k]) continue;
         bp_real *d = bp_tensor_reals(a->din[k]);
         for (int64_t ch = 0; ch < c->C; ch++) d[ch] = 0;
-        for (int64_t f = 0; f < F; f++) d[f % c->C] += (bp_real)(k == 1 ? s[F + f] : s[f]); /* in[1] scale, in[2] bias */
+        for (int64_t f = 0; f < F; f++) /* in[1] scale, in[2] bias */
+            d[f % c->C] += (bp_real)(k == 1 ? (double)inv[f] * s[F + f] : s[f]);
     }
     free(s);
     return st;
@@ -146,15 +136,7 @@ bp_status bp__batchnorm_update_sync(bp_batchnorm *bn, bp_tensor *x, bool relu, b
     bp_tensor *y = NULL, *var = NULL, *next = NULL;
     bp_status st = st_m ? BP_OK : bp_fail(BP_ENOMEM, "%s: out of memory", who);
     const bp_real *xd = bp_tensor_creals(x);
-    /* this rank's statistics, two passes */
-    for (int64_t m = 0; !st && m < M; m++)
-        for (int64_t f = 0; f < F; f++) st_m[f] += xd[m * F + f];
-    for (int64_t f = 0; !st && f < F; f++) st_m[f] = M ? st_m[f] / (double)M : 0;
-    for (int64_t m = 0; !st && m < M; m++)
-        for (int64_t f = 0; f < F; f++) {
-            const double d = (double)xd[m * F + f] - st_m[f];
-            st_q[f] += d * d;
-        }
+    if (!st) st = bp__bn_local_moments(st_m, st_q, xd, M, F, NULL); /* this rank's statistics */
     int64_t N = M;
     char tag[80];
     snprintf(tag, sizeof tag, "%s.stats", who);
@@ -180,15 +162,9 @@ bp_status bp__batchnorm_update_sync(bp_batchnorm *bn, bp_tensor *x, bool relu, b
                 st = bp_fail(BP_ENUMERIC, "%s: the statistics of feature %lld are not finite (mean %g, var %g)", who,
                              (long long)f, st_m[f], vb);
         }
-        const bp_real *sc = c.scale_f ? bp_tensor_creals(c.scale_f) : NULL;
-        const bp_real *bi = c.bias_f ? bp_tensor_creals(c.bias_f) : NULL;
-        bp_real *yd = bp_tensor_reals(y);
-        for (int64_t m = 0; !st && m < M; m++)
-            for (int64_t f = 0; f < F; f++) {
-                const int64_t i = m * F + f;
-                double v2 = ((double)xd[i] - mean[f]) * inv[f] * (sc ? sc[f] : 1) + (bi ? bi[f] : 0);
-                yd[i] = (bp_real)(relu && !(v2 > 0) ? 0 : v2);
-            }
+        if (!st)
+            st = bp__bn_normalize(bp_tensor_reals(y), xd, mean, inv, c.scale_f ? bp_tensor_creals(c.scale_f) : NULL,
+                                  c.bias_f ? bp_tensor_creals(c.bias_f) : NULL, M, F, relu, NULL);
     }
     /* running statistics: unbiased over the global count, stored once nothing can fail */
     if (!st) st = bp__batchnorm_next_running(bn, c.mean, var, N, &next);
