@@ -15,6 +15,8 @@
  * S = sum_t |x_t w_t| + |b| (the reference kernel on |x|, |w|, |b|):
  *   |y - y_ref| <= (2^-7 + 2^-16 + (n + 2) * u * (1 + 2^-6)) * S.
  * (vdpbf16ps flushes denormal results; with inputs in [-1, 1] none occur.)
+ * Also: Conv's update() takes the bf16 kernel exactly when BP_PRECISION_BF16
+ * is active.
  * And the kernel really is bf16: the largest |y - y_ref| / S over a case is
  * above 2^-12, far beyond what a float32 kernel would reach (~n * 2^-24). */
 #include "bp_test.h"
@@ -175,11 +177,54 @@ static void test_bf16_ok(void **state)
     }
 }
 
+/* Conv's update() runs the bf16 kernel exactly when BP_PRECISION_BF16 is
+ * active (same bits as calling it), and float32 again after switching back. */
+static void test_update_dispatches_on_precision(void **state)
+{
+    (void)state;
+    if (!bp_bf16_available()) {
+        print_message("skipped: this CPU or build cannot run AVX512-BF16 (or BPC_NO_BF16 is set)\n");
+        skip();
+    }
+    const ccase c = {3, 1, {3, 4, 9}, 8, 16, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1, 0, {0}, {0}};
+    bp_node *node;
+    bp_conv *cv = make_conv(&c, &node);
+    int64_t xs[5] = {1, 3, 4, 9, 8}, ys[5];
+    int yd;
+    bp__conv_geom g;
+    BP_OK_OR_FAIL(bp__conv_geom_init(&g, cv, 5, xs, ys, &yd));
+    const int64_t nx = g.B * g.Pin * g.Cin, ny = g.B * g.Pout * g.Cout;
+    bp_tensor *x;
+    BP_OK_OR_FAIL(bp_tensor_new(&x, BP_REAL_DTYPE, 5, xs));
+    unsigned seed = 99u;
+    for (int64_t i = 0; i < nx; i++) bp_tensor_set(x, i, frand(&seed));
+    float *want = floats(ny, NAN);
+    BP_OK_OR_FAIL(bp__conv_forward_bf16(&g, want, bp_tensor_creals(x), bp_tensor_creals(cv->w->value),
+                                        cv->b ? bp_tensor_creals(cv->b->value) : NULL));
+    bp_tensor *y;
+    BP_OK_OR_FAIL(bp_set_precision(BP_PRECISION_BF16));
+    BP_OK_OR_FAIL(bp_node_update(node, x, &y));
+    int64_t same = 0;
+    for (int64_t i = 0; i < ny; i++) same += bp_tensor_creals(y)[i] == want[i];
+    assert_int_equal(same, ny);
+    bp_tensor_free(y);
+    BP_OK_OR_FAIL(bp_set_precision(BP_PRECISION_FLOAT32));
+    BP_OK_OR_FAIL(bp_node_update(node, x, &y));
+    same = 0;
+    for (int64_t i = 0; i < ny; i++) same += bp_tensor_creals(y)[i] == want[i];
+    assert_true(same < ny / 2); /* float32 sums of unrounded products: mostly other bits */
+    bp_tensor_free(y);
+    bp_tensor_free(x);
+    free(want);
+    bp_node_free(node);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bf16_ok),
         cmocka_unit_test(test_bf16_forward_against_reference),
+        cmocka_unit_test(test_update_dispatches_on_precision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
