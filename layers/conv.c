@@ -8,6 +8,7 @@
 #include <string.h>
 #include <bpc/conv.h>
 #include <bpc/autograd.h>
+#include <bpc/precision.h>
 #include "conv_internal.h"
 #include "layer_input.h"
 
@@ -233,9 +234,17 @@ bp_status bp__conv_geom_init(bp__conv_geom *g, const bp_conv *c, int ndim, const
 
 /* ---------------------------------------------------------------- dispatch */
 
+/* y = conv(x, w) + bias: bf16 products where BP_PRECISION_BF16 is active and
+ * the shape suits the bf16 kernel (the float flavour only), else float32 by
+ * the direct kernel or im2col + GEMM. The backward stays float32 (against the
+ * float32 master weights) whatever the forward ran in. */
 static bp_status conv_forward(const bp__conv_geom *g, bp_real *y, const bp_real *x, const bp_real *w,
                               const bp_real *bias)
 {
+#ifndef BP_REAL_DOUBLE
+    if (bp_precision_active() == BP_PRECISION_BF16 && bp__conv_bf16_ok(g))
+        return bp__conv_forward_bf16(g, y, x, w, bias);
+#endif
     if (bp__conv_direct_ok_fwd(g)) return bp__conv_forward_direct(g, y, x, w, bias);
     return bp__conv_forward_gemm(g, y, x, w, bias);
 }

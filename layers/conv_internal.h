@@ -114,4 +114,15 @@ bp_status bp__conv_backward_gemm(const bp__conv_geom *g, bp_real *dx, bp_real *d
 /* db = the sum of dy over samples and positions. */
 bp_status bp__conv_dbias(const bp__conv_geom *g, bp_real *db, const bp_real *dy);
 
+/* ---- bf16 products, float32 sums (conv_bf16.c; BP_PRECISION_BF16) ---- */
+
+/* Whether the bf16 forward is worth running on g (at least 8 output channels
+ * per group); always false in the float64 flavour or without BPC_HAVE_BF16.
+ * The kernel itself is correct for any g. */
+bool bp__conv_bf16_ok(const bp__conv_geom *g);
+/* y = conv(x, w) + bias with x and w rounded to bf16 and float32 sums (see
+ * conv_bf16.c for the bound). BP_EUNSUPPORTED where !bp_bf16_available(),
+ * BP_ENOMEM for its packed copies. */
+bp_status bp__conv_forward_bf16(const bp__conv_geom *g, float *y, const float *x, const float *w, const float *bias);
+
 #endif

@@ -192,4 +192,67 @@ static inline __attribute__((always_inline)) void max_take(pvr *m, pvi *a, const
     *a = (pos & take) | (*a & ~take);
 }
 
+/* ---- bfloat16 products with float32 sums (AVX512-BF16) ----
+ * Only where the compiler can build them (BPC_HAVE_BF16) and in the float
+ * flavour. Every function here carries BF16_TARGET, whatever -march says: a
+ * kernel that uses them is a BF16_TARGET function too (so they inline) and
+ * runs only after bp_bf16_available() said the CPU has the instructions.
+ * A bf16 is a float's top 16 bits (8 significand bits: unit roundoff 2^-8);
+ * two adjacent bf16 (a "pair", one uint32_t, the lower-addressed in the low
+ * half) are what one lane of vdpbf16ps multiplies. */
+#if defined(BPC_HAVE_BF16) && !defined(BP_REAL_DOUBLE)
+#include <immintrin.h>
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define BF16_LANES 16 /* float32 sums per register, bf16 pairs per register */
+typedef __m512 vbf_acc;  /* 16 float32 sums */
+typedef __m512bh vbf_pairs; /* 16 bf16 pairs */
+
+/* f rounded to bf16, to nearest even (NaN stays a quiet NaN): the bits. */
+static inline uint16_t bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline BF16_TARGET __attribute__((always_inline)) vbf_acc vbf_zero(void)
+{
+    return _mm512_setzero_ps();
+}
+
+/* acc[l] + p.lo * w[l].lo + p.hi * w[l].hi for the 16 lanes l: one pair p of
+ * x (broadcast) against 16 pairs of weights, products exact, sums in float32. */
+static inline BF16_TARGET __attribute__((always_inline)) vbf_acc vbf_dot(vbf_acc acc, uint32_t p, vbf_pairs w)
+{
+    return _mm512_dpbf16_ps(acc, (vbf_pairs)_mm512_set1_epi32((int)p), w);
+}
+
+/* The 16 pairs at p (64-byte aligned). */
+static inline BF16_TARGET __attribute__((always_inline)) vbf_pairs vbf_load(const uint32_t *p)
+{
+    return (vbf_pairs)_mm512_load_si512((const void *)p);
+}
+
+/* dst[0..n) = src[0..n) rounded to bf16 (to nearest even), 32 at a time. */
+static inline BF16_TARGET void vbf_convert(uint16_t *dst, const float *src, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m512bh h = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+        _mm512_storeu_si512((void *)(dst + i), (__m512i)h);
+    }
+    for (; i < n; i++) dst[i] = bf16_round(src[i]);
+}
+
+/* y[0..n) = acc (+ bias[0..n) when bias is non-NULL), n <= 16 (masked). */
+static inline BF16_TARGET __attribute__((always_inline)) void vbf_store(float *y, vbf_acc acc, const float *bias,
+                                                                          int n)
+{
+    __mmask16 m = (__mmask16)((1u << n) - 1u);
+    if (bias) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, bias));
+    _mm512_mask_storeu_ps(y, m, acc);
+}
+#endif
+
 #endif

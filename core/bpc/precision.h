@@ -2,17 +2,19 @@
  * per process (like PyTorch's torch.autocast('cpu', dtype=torch.bfloat16)).
  *
  * BP_PRECISION_FLOAT32 (the default): every kernel computes in bp_real.
- * BP_PRECISION_BF16: Conv1d/2d/3d, ConvTranspose and Dense round their inputs
- * and weights to bfloat16 (round to nearest even) and multiply them with
- * float32 accumulation (AVX512-BF16's vdpbf16ps); everything else stays
- * float32: master weights, optimizer state, BatchNorm statistics, losses,
- * pooling, softmax, checkpoints (a bf16-trained model loads in a float32 run
- * and back).
+ * BP_PRECISION_BF16: what runs in bf16 today is the FORWARD of Conv1d/2d/3d
+ * with at least 8 output channels per group: it rounds its input and weights
+ * to bfloat16 (round to nearest even) and multiplies them with float32
+ * accumulation (AVX512-BF16's vdpbf16ps). Conv's backward (dx, dw, db),
+ * ConvTranspose, Dense and everything else stay float32: master weights,
+ * optimizer state, BatchNorm statistics, losses, pooling, softmax,
+ * checkpoints (a bf16-trained model loads in a float32 run and back). bf16
+ * kernels for Conv's backward, ConvTranspose and Dense are planned.
  *
  * Why process-wide and not per model: the setting chooses kernels, as the
- * thread count does, and a program trains one net at a time; each recorded
- * op keeps the precision its forward ran in, so its backward matches even if
- * the setting changes in between.
+ * thread count does, and a program trains one net at a time. (While only
+ * forwards run in bf16 the setting may change between a forward and its
+ * backward: the backward is float32 either way.)
  *
  * Fallback: bf16 runs only where the CPU has AVX512-BF16, the build kept the
  * kernels (CMake option BPC_BF16, on by default) and the flavour is float32.
