@@ -6,6 +6,7 @@
  * column is printed only where bp_bf16_available(). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <omp.h>
 #include <bpc/bpc.h>
 #include <bpc/conv.h>
@@ -35,8 +36,24 @@ static double time_ms(fwd_fn f, const bp__conv_geom *g, float *y, const float *x
     return bench_median(t, RUNS);
 }
 
+static int usage(FILE *f)
+{
+    fprintf(f, "usage: conv_bf16 [B N C_in C_out threads]   (default 4 32 16 32 1)\n"
+               "Times Conv3d forward (kernel 3, SAME) on x (B,N,N,N,C_in): bpc float32 against bpc bf16.\n"
+               "PyTorch is not run here; bench/conv3d has the PyTorch columns for float32.\n");
+    return f == stdout ? 0 : 2;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) return usage(stdout);
+    if (argc > 6) return usage(stderr);
+    for (int i = 1; i < argc; i++)
+        if (atoi(argv[i]) < 1 || atoi(argv[i]) > 4096) {
+            fprintf(stderr, "conv_bf16: argument %d is \"%s\"; every argument must be an integer in 1..4096\n", i,
+                    argv[i]);
+            return usage(stderr);
+        }
     int B = argc > 1 ? atoi(argv[1]) : 4, N = argc > 2 ? atoi(argv[2]) : 32;
     int cin = argc > 3 ? atoi(argv[3]) : 16, cout = argc > 4 ? atoi(argv[4]) : 32;
     int threads = argc > 5 ? atoi(argv[5]) : 1;
