@@ -34,7 +34,7 @@ extern "C" {
 
 typedef enum bp_precision {
     BP_PRECISION_FLOAT32 = 0, /* bp_real everywhere (float64 in libbpc64) */
-    BP_PRECISION_BF16 = 1     /* bf16 products, float32 accumulation in conv and Dense */
+    BP_PRECISION_BF16 = 1     /* bf16 products, float32 accumulation (Conv forward today) */
 } bp_precision;
 
 /* Sets the precision asked for. BP_EINVAL for a value outside the enum.
