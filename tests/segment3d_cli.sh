@@ -61,13 +61,14 @@ $(cat "$W/$name.err")"
 # ------------------------------------------------------------------ 1. options
 expect_ok help --help
 grep -q '^usage: segment3d \[train\]' "$W/help.out" || fail "help: no usage line"
-for flag in --epochs --steps --batch-size --lr --patch --base --depth --norm --fg-prob --overlap --threads --seed \
+for flag in --epochs --steps --batch-size --lr --patch --base --depth --norm --intensity --fg-prob --overlap --threads --seed \
     --jitter --out --data --val-split --size --train-volumes --val-volumes --no-pictures --resume --quiet --help \
     --model; do
     grep -qE -- "(^| )$flag( |$)" "$W/help.out" || fail "help: $flag is not documented"
 done
 expect_err patch '--patch must be a multiple of 2^depth = 8 in [8, 256], got 12' -- --patch 12 --out "$W/never"
 expect_err norm '--norm must be instance, batch or group, got "layer"' -- --norm layer --out "$W/never"
+expect_err intensity '--intensity must be dataset, volume or none, got "global"' -- --intensity global --out "$W/never"
 expect_err no_model 'predict needs --model FILE' -- predict in.nii out.nii
 [ ! -e "$W/never" ] || fail "a rejected command line created its --out directory"
 echo "ok: --help and bad values"
@@ -193,6 +194,28 @@ expect_ok data --data "$W/data" "${NIFTI[@]}" --steps 8 --epochs 2 --out "$W/D"
 grep -q '3 train / 1 validation volumes (first 16x16x16, 1 channel(s)), 3 classes' "$W/data.out" ||
     fail "--data: the folder was not read as 3 + 1 cases of 3 classes:
 $(cat "$W/data.out")"
+# The checkpoint carries the training set's intensity statistics for predict: numpy's mean and sd over the
+# three training cases (whichever three the seeded split chose) must be what it saved.
+"$PY" - "$W/data/imagesTr" "$W/D/best.safetensors" <<'PYEOF' || fail "--data: meta/intensity is not the training set's"
+import json, struct, sys
+import numpy as np
+d, ck = sys.argv[1:3]
+raw = open(ck, "rb").read()
+n = struct.unpack_from("<Q", raw, 0)[0]
+head = json.loads(raw[8:8 + n])
+def entry(key):
+    e = head[key]
+    a, b = e["data_offsets"]
+    return raw[8 + n + a:8 + n + b], e["dtype"]
+mode, _ = entry("meta/intensity/mode")
+assert mode == b"dataset", mode
+(mb, mt), (sb, st) = entry("meta/intensity/mean"), entry("meta/intensity/sd")
+assert mt == st == "F64", (mt, st)
+mean, sd = np.frombuffer(mb, "<f8")[0], np.frombuffer(sb, "<f8")[0]
+imgs = [np.frombuffer(open(f"{d}/case_{c:03d}.nii", "rb").read()[352:], "<f4").astype(np.float64) for c in range(4)]
+fits = [(np.concatenate([imgs[c] for c in range(4) if c != v]).mean(), np.concatenate([imgs[c] for c in range(4) if c != v]).std()) for v in range(4)]
+assert any(abs(m - mean) <= 1e-9 * (1 + abs(m)) and abs(s - sd) <= 1e-9 * s for m, s in fits), (mean, sd, fits)
+PYEOF
 expect_ok predict predict --model "$W/D/best.safetensors" "$W/data/imagesTr/case_001.nii" "$W/pred.nii.gz"
 "$PY" - "$W/data/imagesTr/case_001.nii" "$W/pred.nii.gz" <<'PYEOF' || fail "predict: the label file is wrong"
 import gzip, struct, sys

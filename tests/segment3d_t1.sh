@@ -5,9 +5,12 @@
 # The files' header is checked here (shape, spacing, label set 0..6). The volume is cut into four slabs of
 # 15 axial slices: slabs 0, 1 and 3 become a Decathlon-layout folder (imagesTr/, labelsTr/) that segment3d
 # trains on briefly (two of them train, one validates); slab 2 is never seen in training. `segment3d
-# predict` labels slab 2, and there the mean Dice of the six foreground labels must be at least 1.5 times
-# what predicting the majority label everywhere gives (measured: 0.217 against 0.129; a short run learns
-# labels 1-3 and not yet the narrow intensity bands 4-6). Skipped (77) where the files are not installed.
+# predict` labels slab 2, and there the mean Dice of the six foreground labels must be at least 3 times
+# what predicting the majority label everywhere gives (measured: 0.497 against 0.129, 22 s on an idle
+# machine; a table of intensity -> most frequent label, read off the whole volume, held-out slab included,
+# reaches 0.61, so the labels are mostly but not only intensity bands). The run uses BatchNorm (instance and
+# group norm rescale each patch and so hide the absolute intensity these labels follow) and no intensity
+# jitter, with the default dataset-wide intensity normalisation. Skipped (77) where the files are missing.
 set -euo pipefail
 
 [ $# -eq 2 ] || { echo "usage: $0 SEGMENT3D SCRATCH_DIR" >&2; exit 2; }
@@ -69,8 +72,8 @@ PYEOF
 echo "ok: $T1 and its segmentation: 128x128x62, spacing 2x2x3 mm, labels 0..6"
 
 RC=0
-"$SEG" --data "$W/data" --val-split 0.34 --patch 16 --depth 2 --base 8 --batch-size 4 --steps 30 --epochs 3 \
-    --lr 0.01 --overlap 0 --seed 1 --no-pictures --quiet --out "$W/run" >"$W/train.out" 2>"$W/train.err" || RC=$?
+"$SEG" --data "$W/data" --val-split 0.34 --patch 16 --depth 2 --base 8 --batch-size 4 --steps 50 --epochs 8 \
+    --lr 0.01 --norm batch --jitter 0 --overlap 0 --seed 1 --no-pictures --quiet --out "$W/run" >"$W/train.out" 2>"$W/train.err" || RC=$?
 [ $RC -eq 0 ] || fail "training on the slabs: exit $RC; stderr:
 $(cat "$W/train.err")"
 grep -q '2 train / 1 validation volumes (first 128x128x15, 1 channel(s)), 7 classes' "$W/train.out" ||
@@ -104,6 +107,6 @@ base, _ = mean_dice(np.full_like(g, major))
 got, per = mean_dice(p)
 print(f"held-out slab: mean foreground Dice {got:.3f} (per label {' '.join('%.3f' % x for x in per)}); "
       f"predicting the majority label {major} everywhere: {base:.3f}")
-assert got >= 1.5 * base, (got, base)
+assert got >= 3 * base, (got, base)
 PYEOF
 echo "PASS: segment3d_t1"

@@ -6,12 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include "args.h"
+#include "intensity.h"
 #include "options.h"
 
 static const options defaults = {.epochs = 8, .steps = 25, .batch = 2, .threads = -1, .size = 32,
                                  .train_vols = 16, .val_vols = 4, .patch = 32, .base = 8, .depth = 3,
                                  .lr = 0.01, .val_split = 0.2, .fg_prob = 0.33, .overlap = 0.5, .jitter = 0.1,
-                                 .norm = "instance",
+                                 .norm = "instance", .intensity = "dataset",
                                  .out = "segment3d-out", .seed = 1, .pictures = 1};
 
 static void usage(FILE *f)
@@ -32,6 +33,9 @@ static void usage(FILE *f)
             "  --base N           U-Net channels at full resolution, in [1, 256] (default %d)\n"
             "  --depth N          U-Net down-samplings, in [1, 5] (default %d)\n"
             "  --norm NAME        instance (default), batch or group (GroupNorm of 4 groups; --base a multiple of 4)\n"
+            "  --intensity MODE   how scans are scaled before the net: dataset (default: one mean and sd per\n"
+            "                     channel over all training voxels, saved in the checkpoint for predict), volume\n"
+            "                     (each volume on its own mean and sd; MRI whose raw scale differs by scanner) or none\n"
             "  --fg-prob X        chance that a patch is centred on a foreground voxel, in [0, 1] (default %g)\n"
             "  --overlap X        sliding-window overlap, in [0, 1) (default %g)\n"
             "  --jitter X         intensity augmentation: x (1 + u) + v, u and v uniform in [-X, X], in [0, 1]\n"
@@ -54,8 +58,7 @@ static void usage(FILE *f)
             "predict: labels IN with the net of a checkpoint FILE written by train (best.safetensors or\n"
             "checkpoint.safetensors) and writes the labels as uint8 with IN's geometry.\n\n"
             "Ctrl-C saves a checkpoint after the current step and exits; --resume continues from it with the same\n"
-            "results as an uninterrupted run (same thread count). Images are normalised to zero mean and unit\n"
-            "variance per volume and channel, in training and prediction alike.\n",
+            "results as an uninterrupted run (same thread count). predict scales a scan as --intensity did in training.\n",
             d->epochs, d->steps, d->batch, d->lr, d->patch, d->base, d->depth, d->fg_prob, d->overlap, d->jitter,
             SEG_MAX_THREADS,
             (unsigned long long)d->seed, d->out, SEG_MAX_DIR, d->val_split, d->size, d->train_vols, d->val_vols);
@@ -94,11 +97,12 @@ static bool common_rules(const options *o)
 /* Each rule on its own, so the message names the option and the value that broke it. */
 static bool check_train(const options *o)
 {
-    char dir[32], out_len[48], data_len[48], norm[80], patch[64];
+    char dir[32], out_len[48], data_len[48], norm[80], intensity[80], patch[64];
     snprintf(dir, sizeof dir, "at most %d bytes long", SEG_MAX_DIR);
     snprintf(out_len, sizeof out_len, "a name of %zu bytes", strlen(o->out));
     snprintf(data_len, sizeof data_len, "a name of %zu bytes", o->data ? strlen(o->data) : 0);
     snprintf(norm, sizeof norm, "\"%.64s\"", o->norm);
+    snprintf(intensity, sizeof intensity, "\"%.64s\"", o->intensity);
     bool ok = rule(strlen(o->out) <= SEG_MAX_DIR, "--out", dir, out_len) &&
               rule(!o->data || strlen(o->data) <= SEG_MAX_DIR, "--data", dir, data_len) &&
               int_rule(o->epochs >= 1, "--epochs", ">= 1", o->epochs) &&
@@ -109,6 +113,7 @@ static bool check_train(const options *o)
               int_rule(o->base >= 1 && o->base <= 256, "--base", "in [1, 256]", o->base) &&
               rule(!strcmp(o->norm, "instance") || !strcmp(o->norm, "batch") || !strcmp(o->norm, "group"), "--norm",
                    "instance, batch or group", norm) &&
+              rule(intensity_mode_known(o->intensity), "--intensity", "dataset, volume or none", intensity) &&
               int_rule(strcmp(o->norm, "group") || o->base % 4 == 0, "--base", "a multiple of 4 with --norm group",
                        o->base) &&
               int_rule(strcmp(o->norm, "batch") || o->batch >= 2, "--batch-size", ">= 2 with --norm batch", o->batch);
@@ -172,6 +177,7 @@ int parse_args(int argc, char **argv, options *o)
         else if (TAKE("--base")) ok = int_arg(v, INT_MAX, &n), o->base = (int)n;
         else if (TAKE("--depth")) ok = int_arg(v, INT_MAX, &n), o->depth = (int)n;
         else if (TAKE("--norm")) o->norm = v;
+        else if (TAKE("--intensity")) o->intensity = v;
         else if (TAKE("--fg-prob")) ok = real_arg(v, &o->fg_prob), want = "a number";
         else if (TAKE("--jitter")) ok = real_arg(v, &o->jitter), want = "a number";
         else if (TAKE("--seed")) ok = u64_arg(v, &o->seed), want = "an integer in [0, 2^64)";
@@ -226,6 +232,7 @@ static bp_status fill_meta(const options *o, bp_dict *d)
     BP_TRY(put_i64(d, "--base", o->base));
     BP_TRY(put_i64(d, "--depth", o->depth));
     BP_TRY(put_text(d, "--norm", o->norm));
+    BP_TRY(put_text(d, "--intensity", o->intensity));
     BP_TRY(put_f64(d, "--fg-prob", o->fg_prob));
     BP_TRY(put_f64(d, "--overlap", o->overlap));
     BP_TRY(put_f64(d, "--jitter", o->jitter));

@@ -22,7 +22,7 @@ typedef struct options {
     int patch, base, depth;            /* patch side; the U-Net */
     double lr, val_split, fg_prob, overlap;
     double jitter;                     /* intensity augmentation: scale and shift amplitude */
-    const char *norm, *out, *data;
+    const char *norm, *intensity, *out, *data; /* intensity: dataset, volume or none */
     const char *model, *input, *output; /* predict */
     uint64_t seed;
     int resume, quiet, pictures;

@@ -16,6 +16,7 @@
 #include <bpc/optimizer.h>
 #include <bpc/scheduler.h>
 #include <bpc/train_checkpoint.h>
+#include "intensity.h"
 #include "model.h"
 #include "options.h"
 #include "pictures.h"
@@ -34,6 +35,7 @@ static void on_sigint(int sig)
 typedef struct trainer {
     const options *o;
     volume_set train, val;
+    intensity_norm intensity;    /* fitted to the training volumes, saved for predict */
     net_arch arch;
     bp_node *net, *opt, *sched;
     bp_tensor *x, *y;            /* one batch: (B, P, P, P, C) and int32 (B, P, P, P) */
@@ -191,6 +193,7 @@ static bp_status run_metadata(const trainer *t, const progress_state *p, bp_dict
     BP_TRY(options_to_meta(t->o, out));
     bp_dict *d = *out;
     bp_status st = arch_to_meta(&t->arch, d);
+    if (!st) st = intensity_to_meta(&t->intensity, d);
     if (!st) st = put_reals(d, "loss_sum", -1, &p->loss_sum);
     if (!st) st = put_i64(d, "correct", p->correct);
     if (!st) st = put_i64(d, "seen", p->seen);
@@ -293,6 +296,9 @@ static bp_status setup(trainer *t)
         BP_TRY(volumes_synthetic(&t->train, o->seed, 0, o->train_vols, o->size));
         BP_TRY(volumes_synthetic(&t->val, o->seed, 1000000, o->val_vols, o->size));
     }
+    BP_TRY(intensity_fit(o->intensity, &t->train, &t->intensity));
+    for (int i = 0; i < t->train.n; i++) BP_TRY(intensity_apply(&t->intensity, t->train.img[i]));
+    for (int i = 0; i < t->val.n; i++) BP_TRY(intensity_apply(&t->intensity, t->val.img[i]));
     t->arch = (net_arch){.channels = t->train.channels, .classes = t->train.classes, .base = o->base,
                          .depth = o->depth, .patch = o->patch};
     snprintf(t->arch.norm, sizeof t->arch.norm, "%s", o->norm);
@@ -331,6 +337,7 @@ static void teardown(trainer *t)
     free(t->hist_dice);
     volumes_free(&t->train);
     volumes_free(&t->val);
+    intensity_free(&t->intensity);
 }
 
 /* ---------------------------------------------------------------- the run */
@@ -493,8 +500,10 @@ int train_main(const options *o)
            "%d classes\n",
            bp_version(), o->data ? o->data : "synthetic scans", t.train.n, t.val.n, (long long)v0->shape[0],
            (long long)v0->shape[1], (long long)v0->shape[2], (long long)t.arch.channels, (int)t.arch.classes);
-    char model[256];
+    char model[256], scale[96];
     net_describe(t.net, &t.arch, model, sizeof model);
+    intensity_describe(&t.intensity, scale, sizeof scale);
+    printf("intensity normalisation: %s\n", scale);
     printf("model: %s; Dice + CE, Adam lr %g (cosine), %d patches of %d^3 per step, %d steps per epoch, %d threads; "
            "data ready in %.1fs\n",
            model, o->lr, o->batch, o->patch, o->steps, omp_get_max_threads(), progress_now() - t0);

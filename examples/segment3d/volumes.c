@@ -31,21 +31,6 @@ void volumes_free(volume_set *v)
     *v = (volume_set){0};
 }
 
-void volume_normalise(bp_tensor *img)
-{
-    int64_t C = img->shape[3], nv = img->numel / C;
-    bp_real *x = bp_tensor_reals(img);
-    for (int64_t c = 0; c < C; c++) {
-        double s = 0, ss = 0;
-        for (int64_t i = 0; i < nv; i++) s += x[i * C + c];
-        double mean = s / (double)nv;
-        for (int64_t i = 0; i < nv; i++) ss += (x[i * C + c] - mean) * (x[i * C + c] - mean);
-        double sd = sqrt(ss / (double)nv);
-        double inv = sd > 1e-8 ? 1 / sd : 1;
-        for (int64_t i = 0; i < nv; i++) x[i * C + c] = (bp_real)((x[i * C + c] - mean) * inv);
-    }
-}
-
 static void unit_geometry(bp_volume_info *info, const int64_t dims[3])
 {
     *info = (bp_volume_info){.dims = {dims[0], dims[1], dims[2], 1}, .spacing = {1, 1, 1}, .datatype = 16,
@@ -133,7 +118,6 @@ bp_status volumes_synthetic(volume_set *v, uint64_t seed, int first, int n, int 
     for (int i = 0; i < n; i++) {
         v->n = i + 1;
         BP_TRY(synth_one(&v->img[i], &v->lab[i], seed, first + i, S));
-        volume_normalise(v->img[i]);
         char name[32];
         snprintf(name, sizeof name, "synthetic_%d", first + i);
         v->names[i] = strdup(name);
@@ -221,7 +205,6 @@ static bp_status read_pair(volume_set *v, int i, const char *dir, const char *na
     if (v->img[i]->shape[3] != v->channels)
         return bp_fail(BP_ESHAPE, "%s: %lld channels, but %s/imagesTr/%s has %lld", ip, (long long)v->img[i]->shape[3],
                        dir, v->names[0], (long long)v->channels);
-    volume_normalise(v->img[i]);
     bp_tensor *f = NULL;
     BP_TRY(bp_nifti_read(lp, true, &f, NULL));
     bp_status st = to_labels(f, v->img[i]->shape, lp, &v->lab[i], max);

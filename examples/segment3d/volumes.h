@@ -12,7 +12,7 @@
 
 typedef struct volume_set {
     int n;
-    bp_tensor **img;        /* n images (X, Y, Z, C), normalised per channel */
+    bp_tensor **img;        /* n images (X, Y, Z, C), as read (intensity.h normalises them) */
     bp_tensor **lab;        /* n label maps (X, Y, Z), int32 in [0, classes) */
     char **names;           /* n names (file names, or "synthetic_<i>") */
     bp_volume_info *info;   /* n geometries (unit spacing for synthetic scans) */
@@ -36,9 +36,6 @@ bp_status volumes_from_dir(volume_set *v, const char *dir);
 /* Moves a seeded choice of round(val_fraction * n) volumes (at least 1, at
  * most n - 1) of all into val and the rest into train; all is emptied. */
 bp_status volumes_split(volume_set *all, double val_fraction, uint64_t seed, volume_set *train, volume_set *val);
-
-/* Normalises each channel of img (X, Y, Z, C) to zero mean and unit variance. */
-void volume_normalise(bp_tensor *img);
 
 void volumes_free(volume_set *v);
 
