@@ -333,15 +333,17 @@ bp_status bp__conv_dx_bf16(const bp__conv_geom *g, float *dx, const float *dy, c
  *   xs  (B, I0, I1, W2, Cin): (bf(x[p - lo2]), bf(x[p - lo2 + s2])) at packed
  *       position p, zero outside the row: output pair m (o2 = 2m, 2m + 1)
  *       and tap a2 read p = 2m*s2 + a2*d2;
- *   dyp (B, O0, O1, M2, G, nblk, 16): lane l of (m, grp, blk) is
- *       (bf(dy[2m, co]), bf(dy[2m + 1, co])), co = grp*Cog + blk*16 + l,
- *       zeros past Cog and past an odd row's end;
+ *   dy rows of a work item, (rows, M2, G, nblk, 16): lane l of (m, grp, blk)
+ *       is (bf(dy[2m, co]), bf(dy[2m + 1, co])), co = grp*Cog + blk*16 + l,
+ *       zeros past Cog and past an odd row's end; packed by the thread that
+ *       takes the item, just before it (each dy row serves one item, while
+ *       an x row serves the items of k0*k1 taps: x is packed beforehand);
  *   part (G, taps, Cg, nblk, 16) float32 sums, one per thread. */
 typedef struct bf16_dw {
     const bp__conv_geom *g;
     int64_t M2, W2, nblk, taps;
     int64_t o1_chunk; /* o1 rows per work item */
-    const uint32_t *xs, *dyp;
+    const uint32_t *xs;
 } bf16_dw;
 
 static inline int64_t dw_part_len(const bf16_dw *C)
@@ -367,52 +369,58 @@ static BF16_TARGET void pack_dw_x(const bf16_dw *C, uint32_t *xs, const float *x
     }
 }
 
-/* tmp: per thread, 2 * M2 * Cout halves. */
-static BF16_TARGET void pack_dw_dy(const bf16_dw *C, uint32_t *dyp, const float *dy, uint16_t *tmp, int64_t tmp_len)
+/* The nrows dy rows from row into d (one work item's). */
+static inline BF16_TARGET void pack_dw_dy(const bf16_dw *C, uint32_t *d, const float *dy, int64_t row, int64_t nrows)
 {
     const bp__conv_geom *g = C->g;
-    const int64_t rows = g->B * g->out[0] * g->out[1], Cout = g->Cout, O2 = g->out[2];
-    const int64_t mstride = g->G * C->nblk * BF16_LANES;
-#pragma omp parallel for schedule(static)
-    for (int64_t row = 0; row < rows; row++) {
-        uint16_t *h = tmp + omp_get_thread_num() * tmp_len;
-        vbf_convert(h, dy + row * O2 * Cout, O2 * Cout);
-        if (O2 % 2) memset(h + O2 * Cout, 0, sizeof(uint16_t) * (size_t)Cout);
-        uint32_t *d = dyp + row * C->M2 * mstride;
+    const int64_t Cout = g->Cout, O2 = g->out[2];
+    for (const float *src = dy + row * O2 * Cout, *end = src + nrows * O2 * Cout; src < end; src += O2 * Cout)
         for (int64_t m = 0; m < C->M2; m++)
             for (int64_t grp = 0; grp < g->G; grp++)
-                for (int64_t c = 0; c < C->nblk * BF16_LANES; c++) {
-                    int64_t j = grp * g->Cog + c;
-                    *d++ = c < g->Cog ? (uint32_t)h[2 * m * Cout + j] | (uint32_t)h[(2 * m + 1) * Cout + j] << 16 : 0;
+                for (int64_t blk = 0; blk < C->nblk; blk++, d += BF16_LANES) {
+                    const float *lo = src + 2 * m * Cout + grp * g->Cog + blk * BF16_LANES;
+                    int64_t left = g->Cog - blk * BF16_LANES;
+                    vbf_pair_rows(d, lo, 2 * m + 1 < O2 ? lo + Cout : NULL, (int)(left < BF16_LANES ? left : BF16_LANES),
+                                  BF16_LANES);
                 }
-    }
 }
 
 /* part[(grp, t, ci0 + r, blk)] += the sums over rows o1 in [o1a, o1b) of
- * plane (b, o0) and their output pairs m of x pair (ci0 + r at tap
- * (i0's a0, a1, a2)) times the dy pairs of 16 output channels. */
-static inline BF16_TARGET __attribute__((always_inline)) void dw_block(const bf16_dw *C, float *part, int64_t b,
-                                                                        int64_t o0, int64_t o1a, int64_t o1b,
+ * sample b (their dy packed in dyi) and their output pairs m of x pair
+ * (ci0 + r at tap (a0, a1, a2), a0 giving x's row i0) times the dy pairs of
+ * 16 output channels. With few channels (R <= 4) one chain per channel would
+ * wait on vdpbf16ps's latency: U chains per channel take the pairs m in
+ * turn, added together at the end. */
+static inline BF16_TARGET __attribute__((always_inline)) void dw_block(const bf16_dw *C, float *part,
+                                                                        const uint32_t *dyi, int64_t b,
+                                                                        int64_t o1a, int64_t o1b,
                                                                         int64_t i0, int64_t a1, int64_t a2,
                                                                         int64_t t, int64_t grp, int64_t blk,
-                                                                        int64_t ci0, const int R)
+                                                                        int64_t ci0, const int R, const int U)
 {
     const bp__conv_geom *g = C->g;
     vbf_acc acc[RBLK];
-    for (int r = 0; r < R; r++) acc[r] = vbf_zero();
+    for (int r = 0; r < R * U; r++) acc[r] = vbf_zero();
     const int64_t xstep = 2 * g->s[2] * g->Cin, ystep = g->G * C->nblk * BF16_LANES;
     for (int64_t o1 = o1a; o1 < o1b; o1++) {
         int64_t i1 = o1 * g->s[1] - g->lo[1] + a1 * g->d[1];
         if (i1 < 0 || i1 >= g->in[1]) continue;
         const uint32_t *xr = C->xs + (((b * g->in[0] + i0) * g->in[1] + i1) * C->W2 + a2 * g->d[2]) * g->Cin +
                              grp * g->Cg + ci0;
-        const uint32_t *yr = C->dyp + ((b * g->out[0] + o0) * g->out[1] + o1) * C->M2 * ystep +
-                             (grp * C->nblk + blk) * BF16_LANES;
-        for (int64_t m = 0; m < C->M2; m++) {
+        const uint32_t *yr = dyi + (o1 - o1a) * C->M2 * ystep + (grp * C->nblk + blk) * BF16_LANES;
+        int64_t m = 0;
+        for (; m + U <= C->M2; m += U)
+            for (int u = 0; u < U; u++) {
+                vbf_pairs dv = vbf_load(yr + (m + u) * ystep);
+                for (int r = 0; r < R; r++) acc[u * R + r] = vbf_dot(acc[u * R + r], xr[(m + u) * xstep + r], dv);
+            }
+        for (; m < C->M2; m++) {
             vbf_pairs dv = vbf_load(yr + m * ystep);
             for (int r = 0; r < R; r++) acc[r] = vbf_dot(acc[r], xr[m * xstep + r], dv);
         }
     }
+    for (int u = 1; u < U; u++)
+        for (int r = 0; r < R; r++) acc[r] = acc[r] + acc[u * R + r];
     float *pp = part + ((grp * C->taps + t) * g->Cg + ci0) * C->nblk * BF16_LANES + blk * BF16_LANES;
     for (int r = 0; r < R; r++) {
         vbf_acc *p = (vbf_acc *)(pp + r * C->nblk * BF16_LANES);
@@ -420,7 +428,13 @@ static inline BF16_TARGET __attribute__((always_inline)) void dw_block(const bf1
     }
 }
 
-static BF16_TARGET void dw_items(const bf16_dw *C, float *parts, int nthreads)
+static inline int64_t dw_item_len(const bf16_dw *C)
+{
+    return C->o1_chunk * C->M2 * C->g->G * C->nblk * BF16_LANES;
+}
+
+/* items: per thread, dw_item_len pairs. */
+static BF16_TARGET void dw_items(const bf16_dw *C, float *parts, uint32_t *items_dy, int nthreads, const float *dy)
 {
     const bp__conv_geom *g = C->g;
     const int64_t nch = (g->out[1] + C->o1_chunk - 1) / C->o1_chunk, items = g->B * g->out[0] * nch;
@@ -428,11 +442,13 @@ static BF16_TARGET void dw_items(const bf16_dw *C, float *parts, int nthreads)
 #pragma omp parallel num_threads(nthreads)
     {
         float *part = parts + omp_get_thread_num() * plen;
+        uint32_t *dyi = items_dy + omp_get_thread_num() * dw_item_len(C);
         memset(part, 0, sizeof(float) * (size_t)plen);
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++) {
             int64_t ch = it % nch, o0 = it / nch % g->out[0], b = it / nch / g->out[0];
             int64_t o1a = ch * C->o1_chunk, o1b = o1a + C->o1_chunk < g->out[1] ? o1a + C->o1_chunk : g->out[1];
+            pack_dw_dy(C, dyi, dy, (b * g->out[0] + o0) * g->out[1] + o1a, o1b - o1a);
             for (int64_t a0 = 0; a0 < g->k[0]; a0++) {
                 int64_t i0 = o0 * g->s[0] - g->lo[0] + a0 * g->d[0];
                 if (i0 < 0 || i0 >= g->in[0]) continue;
@@ -443,10 +459,13 @@ static BF16_TARGET void dw_items(const bf16_dw *C, float *parts, int nthreads)
                             for (int64_t blk = 0; blk < C->nblk; blk++) {
                                 int64_t c = 0;
                                 for (; c + RBLK <= g->Cg; c += RBLK)
-                                    dw_block(C, part, b, o0, o1a, o1b, i0, a1, a2, t, grp, blk, c, RBLK);
-                                if (c + 8 <= g->Cg) dw_block(C, part, b, o0, o1a, o1b, i0, a1, a2, t, grp, blk, c, 8), c += 8;
-                                if (c + 4 <= g->Cg) dw_block(C, part, b, o0, o1a, o1b, i0, a1, a2, t, grp, blk, c, 4), c += 4;
-                                for (; c < g->Cg; c++) dw_block(C, part, b, o0, o1a, o1b, i0, a1, a2, t, grp, blk, c, 1);
+                                    dw_block(C, part, dyi, b, o1a, o1b, i0, a1, a2, t, grp, blk, c, RBLK, 1);
+                                if (c + 8 <= g->Cg)
+                                    dw_block(C, part, dyi, b, o1a, o1b, i0, a1, a2, t, grp, blk, c, 8, 1), c += 8;
+                                if (c + 4 <= g->Cg)
+                                    dw_block(C, part, dyi, b, o1a, o1b, i0, a1, a2, t, grp, blk, c, 4, 2), c += 4;
+                                for (; c < g->Cg; c++)
+                                    dw_block(C, part, dyi, b, o1a, o1b, i0, a1, a2, t, grp, blk, c, 1, 4);
                             }
                     }
             }
@@ -468,10 +487,9 @@ bp_status bp__conv_dw_bf16(const bp__conv_geom *g, float *dw, const float *dy, c
     if (C.o1_chunk < 1) C.o1_chunk = 1;
     if (C.o1_chunk > g->out[1]) C.o1_chunk = g->out[1];
     const int nthreads = omp_get_max_threads();
-    const int64_t xlen = (C.W2 + g->s[2]) * g->Cin, ylen = 2 * C.M2 * g->Cout;
-    const int64_t tmp_len = xlen > ylen ? xlen : ylen, plen = dw_part_len(&C);
+    const int64_t tmp_len = (C.W2 + g->s[2]) * g->Cin, plen = dw_part_len(&C);
     const size_t nxs = (size_t)(g->B * g->in[0] * g->in[1] * C.W2 * g->Cin);
-    const size_t ndy = (size_t)(g->B * g->out[0] * g->out[1] * C.M2 * g->G * C.nblk * BF16_LANES);
+    const size_t ndy = (size_t)(dw_item_len(&C) * nthreads);
     uint32_t *xs = bp_alloc_aligned(sizeof(uint32_t) * nxs), *dyp = bp_alloc_aligned(sizeof(uint32_t) * ndy);
     uint16_t *tmp = bp_alloc_aligned(sizeof(uint16_t) * (size_t)(tmp_len * nthreads));
     float *parts = bp_alloc_aligned(sizeof(float) * (size_t)(plen * nthreads));
@@ -481,10 +499,8 @@ bp_status bp__conv_dw_bf16(const bp__conv_geom *g, float *dw, const float *dy, c
                      ndy, nthreads, (long long)plen);
     } else {
         pack_dw_x(&C, xs, x, tmp, tmp_len);
-        pack_dw_dy(&C, dyp, dy, tmp, tmp_len);
         C.xs = xs;
-        C.dyp = dyp;
-        dw_items(&C, parts, nthreads);
+        dw_items(&C, parts, dyp, nthreads, dy);
         /* dw[t, ci, grp*Cog + co] = the threads' sums, in thread order */
         for (int64_t grp = 0; grp < g->G; grp++)
             for (int64_t t = 0; t < C.taps; t++)
