@@ -1,8 +1,9 @@
 /* layers/conv.c — Conv1d/2d/3d: construction, the input check and geometry,
  * and update() as a recorded autograd op whose forward and backward pick,
  * per shape, the direct channels-last kernels (conv_direct.c) or tiled
- * im2col + GEMM (conv_gemm.c); conv_ref.c holds the definition they are
- * tested against. Shapes: conv_internal.h. */
+ * im2col + GEMM (conv_gemm.c), and under BP_PRECISION_BF16 the bf16 kernels
+ * (conv_bf16.c); conv_ref.c holds the definition they are tested against.
+ * Shapes: conv_internal.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
