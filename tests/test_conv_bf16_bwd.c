@@ -163,6 +163,12 @@ static void run_case(int ci, const ccase *c, double worst[2], double of_bound[2]
     float *dx = floats(nx, NAN), *dw = floats(nw, NAN);
     BP_OK_OR_FAIL(bp__conv_dx_bf16(&g, dx, dy, w));
     BP_OK_OR_FAIL(bp__conv_dw_bf16(&g, dw, dy, x));
+    /* the same bits again: per-thread sums added in thread order */
+    float *dw2 = floats(nw, NAN);
+    BP_OK_OR_FAIL(bp__conv_dw_bf16(&g, dw2, dy, x));
+    for (int64_t i = 0; i < nw; i++)
+        if (dw2[i] != dw[i]) fail_msg("case %d: dw[%lld] = %.9g, then %.9g", ci, (long long)i, (double)dw[i], (double)dw2[i]);
+    free(dw2);
 
     const double u = 0x1p-24, prod = 0x1p-7 + 0x1p-16;
     const double n_dx = (double)(taps * 2 * ((g.Cog + 1) / 2));
