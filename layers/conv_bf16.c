@@ -52,10 +52,14 @@
  * dw's are chunks of rows, each thread summing into its own copy of dw.
  *
  * Speed depends on the CPU's vdpbf16ps rate. On the Intel Xeon this was
- * written on (family 6 model 207, AMX not exposed) a zmm vdpbf16ps retires
- * at a quarter to a half of the zmm FMA rate, so these kernels are slower
- * than the float32 direct kernels there (bench/conv_bf16); they pay where
- * vdpbf16ps issues at the FMA rate (the issue's Zen 4 figures).
+ * written on (family 6 model 207, AMX not exposed) a zmm vdpbf16ps (64
+ * flops) issues at a quarter of the zmm FMA's rate (32 flops): half the
+ * FMA's flops (16 independent chains, one busy core: 55 against 115
+ * GFLOP/s). So the forward, dx and dw here, at about 80% of that, are
+ * 1.4-1.8x slower than the float32 direct kernels (bench/conv_bf16), except
+ * where float32 has no direct kernel: dx with stride 2 ran 3.4x faster than
+ * float32's GEMM + col2im. They pay where vdpbf16ps issues at the FMA rate
+ * (the issue's Zen 4 figures).
  *
  * Outside the float flavour or without BPC_HAVE_BF16 this file only says no
  * (the bp__conv_bf16_ok* false, the kernels BP_EUNSUPPORTED). */
