@@ -1,8 +1,9 @@
 /* layers/conv.c — Conv1d/2d/3d: construction, the input check and geometry,
  * and update() as a recorded autograd op whose forward and backward pick,
  * per shape, the direct channels-last kernels (conv_direct.c) or tiled
- * im2col + GEMM (conv_gemm.c); conv_ref.c holds the definition they are
- * tested against. Shapes: conv_internal.h. */
+ * im2col + GEMM (conv_gemm.c), and under BP_PRECISION_BF16 the bf16 kernels
+ * (conv_bf16.c); conv_ref.c holds the definition they are tested against.
+ * Shapes: conv_internal.h. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,26 +235,42 @@ bp_status bp__conv_geom_init(bp__conv_geom *g, const bp_conv *c, int ndim, const
 
 /* ---------------------------------------------------------------- dispatch */
 
-/* y = conv(x, w) + bias: bf16 products where BP_PRECISION_BF16 is active and
- * the shape suits the bf16 kernel (the float flavour only), else float32 by
- * the direct kernel or im2col + GEMM. The backward stays float32 (against the
- * float32 master weights) whatever the forward ran in. */
-static bp_status conv_forward(const bp__conv_geom *g, bp_real *y, const bp_real *x, const bp_real *w,
+/* y = conv(x, w) + bias: bf16 products where bf16 (BP_PRECISION_BF16
+ * active when update() ran) and the shape suits the bf16 kernel (the float
+ * flavour only), else float32 by the direct kernel or im2col + GEMM. */
+static bp_status conv_forward(const bp__conv_geom *g, bool bf16, bp_real *y, const bp_real *x, const bp_real *w,
                               const bp_real *bias)
 {
 #ifndef BP_REAL_DOUBLE
-    if (bp_precision_active() == BP_PRECISION_BF16 && bp__conv_bf16_ok(g))
-        return bp__conv_forward_bf16(g, y, x, w, bias);
+    if (bf16 && bp__conv_bf16_ok(g)) return bp__conv_forward_bf16(g, y, x, w, bias);
+#else
+    (void)bf16;
 #endif
     if (bp__conv_direct_ok_fwd(g)) return bp__conv_forward_direct(g, y, x, w, bias);
     return bp__conv_forward_gemm(g, y, x, w, bias);
 }
 
-/* dx, dw (K x Cout) and db (each if non-NULL) from dy, each by the direct
- * kernel where it applies and by GEMM otherwise; every one is written. */
-static bp_status conv_backward(const bp__conv_geom *g, bp_real *dx, bp_real *dw, bp_real *db, const bp_real *dy,
-                               const bp_real *x, const bp_real *w)
+/* dx, dw (K x Cout) and db (each if non-NULL) from dy; every one is written.
+ * With bf16 (the precision its forward ran in), dx and dw take bf16 products
+ * with float32 sums where their shape suits the bf16 kernels (dx: >= 8 input
+ * channels per group, dw: >= 8 output channels per group); db, and dx or dw
+ * of other shapes, stay float32: each by the direct kernel where it applies
+ * and by GEMM otherwise. */
+static bp_status conv_backward(const bp__conv_geom *g, bool bf16, bp_real *dx, bp_real *dw, bp_real *db,
+                               const bp_real *dy, const bp_real *x, const bp_real *w)
 {
+#ifndef BP_REAL_DOUBLE
+    if (bf16 && dw && bp__conv_bf16_ok_dw(g)) {
+        BP_TRY(bp__conv_dw_bf16(g, dw, dy, x));
+        dw = NULL;
+    }
+    if (bf16 && dx && bp__conv_bf16_ok_dx(g)) {
+        BP_TRY(bp__conv_dx_bf16(g, dx, dy, w));
+        dx = NULL;
+    }
+#else
+    (void)bf16;
+#endif
     if (dw && bp__conv_direct_ok_dw(g)) {
         /* the direct dw kernels also sum db, from the dy rows they read */
         BP_TRY(bp__conv_dw_direct(g, dw, db, dy, x));
@@ -269,19 +286,23 @@ static bp_status conv_backward(const bp__conv_geom *g, bp_real *dx, bp_real *dw,
 
 /* ------------------------------------------------------------------ update */
 
+/* bf16: whether the forward ran with BP_PRECISION_BF16 active; the backward
+ * follows it, so that changing the precision in between changes nothing. */
 typedef struct conv_ctx {
     bp__conv_geom g;
+    bool bf16;
 } conv_ctx;
 
 /* The op overwrites its gradients (overwrites_grad): each non-NULL din is a
  * buffer of its own, which conv_backward writes whole. */
 static bp_status conv_op_backward(const bp_ag_backward_args *a)
 {
-    const bp__conv_geom *g = &((const conv_ctx *)a->ctx)->g;
+    const conv_ctx *ctx = a->ctx;
+    const bp__conv_geom *g = &ctx->g;
     bp_real *dx = a->din[0] ? bp_tensor_reals(a->din[0]) : NULL;
     bp_real *dw = a->n_in > 1 && a->din[1] ? bp_tensor_reals(a->din[1]) : NULL;
     bp_real *db = a->n_in > 2 && a->din[2] ? bp_tensor_reals(a->din[2]) : NULL;
-    return conv_backward(g, dx, dw, db, bp_tensor_creals(a->dout), bp_tensor_creals(a->in[0]),
+    return conv_backward(g, ctx->bf16, dx, dw, db, bp_tensor_creals(a->dout), bp_tensor_creals(a->in[0]),
                          bp_tensor_creals(a->in[1]));
 }
 
@@ -305,12 +326,13 @@ static bp_status conv_update(bp_node *n, bp_tensor *x, bp_tensor **out)
     BP_TRY(bp__conv_geom_init(&g, c, x->ndim, x->shape, yshape, &yd));
     bp_tensor *y;
     BP_TRY(bp_ag_empty(&y, yd, yshape));
-    bp_status st = conv_forward(&g, bp_tensor_reals(y), bp_tensor_creals(x), bp_tensor_creals(c->w->value),
+    const bool bf16 = bp_precision_active() == BP_PRECISION_BF16;
+    bp_status st = conv_forward(&g, bf16, bp_tensor_reals(y), bp_tensor_creals(x), bp_tensor_creals(c->w->value),
                                 c->b ? bp_tensor_creals(c->b->value) : NULL);
     bp_tensor *in[3] = {x, c->w->value, c->b ? c->b->value : NULL};
     int n_in = c->b ? 3 : 2;
     if (!st && bp_ag_wants(n_in, in)) {
-        conv_ctx ctx = {g};
+        conv_ctx ctx = {g, bf16};
         st = bp_ag_record(y, &conv_op, n_in, in, &ctx, sizeof ctx);
     }
     if (st) {

@@ -116,13 +116,22 @@ bp_status bp__conv_dbias(const bp__conv_geom *g, bp_real *db, const bp_real *dy)
 
 /* ---- bf16 products, float32 sums (conv_bf16.c; BP_PRECISION_BF16) ---- */
 
-/* Whether the bf16 forward is worth running on g (at least 8 output channels
- * per group); always false in the float64 flavour or without BPC_HAVE_BF16.
- * The kernel itself is correct for any g. */
+/* Whether the bf16 kernels are worth running on g: the forward and dw with
+ * at least 8 output channels per group, dx with at least 8 input channels
+ * per group (a 16-lane block at least half used); always false in the
+ * float64 flavour or without BPC_HAVE_BF16. The kernels themselves are
+ * correct for any g (any stride, padding, dilation and groups). */
 bool bp__conv_bf16_ok(const bp__conv_geom *g);
+bool bp__conv_bf16_ok_dx(const bp__conv_geom *g);
+bool bp__conv_bf16_ok_dw(const bp__conv_geom *g);
 /* y = conv(x, w) + bias with x and w rounded to bf16 and float32 sums (see
  * conv_bf16.c for the bound). BP_EUNSUPPORTED where !bp_bf16_available(),
  * BP_ENOMEM for its packed copies. */
 bp_status bp__conv_forward_bf16(const bp__conv_geom *g, float *y, const float *x, const float *w, const float *bias);
+/* dx = dL/dx from dy and w, both rounded to bf16, float32 sums; same errors. */
+bp_status bp__conv_dx_bf16(const bp__conv_geom *g, float *dx, const float *dy, const float *w);
+/* dw = dL/dw (K x Cout) from dy and x, both rounded to bf16, float32 sums
+ * (per-thread sums added in thread order); same errors. db is not here. */
+bp_status bp__conv_dw_bf16(const bp__conv_geom *g, float *dw, const float *dy, const float *x);
 
 #endif

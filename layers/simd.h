@@ -253,6 +253,22 @@ static inline BF16_TARGET __attribute__((always_inline)) void vbf_store(float *y
     if (bias) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, bias));
     _mm512_mask_storeu_ps(y, m, acc);
 }
+
+/* Pairs of two float rows: d[l] = bf16(lo[l]) | bf16(hi[l]) << 16 (to
+ * nearest even) for the n <= 16 lanes read, zeros past them and for a NULL
+ * row; the nw <= 16 lanes d[0..nw) written. The dw kernel's pairs of
+ * adjacent positions, one 16-channel vector of each. */
+static inline BF16_TARGET __attribute__((always_inline)) void vbf_pair_rows(uint32_t *d, const float *lo,
+                                                                             const float *hi, int n, int nw)
+{
+    const __mmask16 m = (__mmask16)((1u << n) - 1u), mw = (__mmask16)((1u << nw) - 1u);
+    __m512 l = lo ? _mm512_maskz_loadu_ps(m, lo) : _mm512_setzero_ps();
+    __m512 h = hi ? _mm512_maskz_loadu_ps(m, hi) : _mm512_setzero_ps();
+    __m512i both = (__m512i)_mm512_cvtne2ps_pbh(h, l); /* halves 0..15: lo's, 16..31: hi's */
+    const __m512i zip = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                         21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    _mm512_mask_storeu_epi32((void *)d, mw, _mm512_permutexvar_epi16(zip, both));
+}
 #endif
 
 #endif
