@@ -2,19 +2,19 @@
  * per process (like PyTorch's torch.autocast('cpu', dtype=torch.bfloat16)).
  *
  * BP_PRECISION_FLOAT32 (the default): every kernel computes in bp_real.
- * BP_PRECISION_BF16: what runs in bf16 today is the FORWARD of Conv1d/2d/3d
- * with at least 8 output channels per group: it rounds its input and weights
- * to bfloat16 (round to nearest even) and multiplies them with float32
- * accumulation (AVX512-BF16's vdpbf16ps). Conv's backward (dx, dw, db),
+ * BP_PRECISION_BF16: Conv1d/2d/3d's forward (at least 8 output channels per
+ * group), weight gradient dw (at least 8 output channels per group) and input
+ * gradient dx (at least 8 input channels per group) round their operands to
+ * bfloat16 (round to nearest even) and multiply them with float32
+ * accumulation (AVX512-BF16's vdpbf16ps); smaller groups run float32. db,
  * ConvTranspose, Dense and everything else stay float32: master weights,
  * optimizer state, BatchNorm statistics, losses, pooling, softmax,
- * checkpoints (a bf16-trained model loads in a float32 run and back). bf16
- * kernels for Conv's backward, ConvTranspose and Dense are planned.
+ * checkpoints (a bf16-trained model loads in a float32 run and back).
  *
  * Why process-wide and not per model: the setting chooses kernels, as the
- * thread count does, and a program trains one net at a time. (While only
- * forwards run in bf16 the setting may change between a forward and its
- * backward: the backward is float32 either way.)
+ * thread count does, and a program trains one net at a time. A Conv's
+ * backward runs in the precision its forward ran in, so changing the setting
+ * between a forward and its backward changes nothing for that step.
  *
  * Fallback: bf16 runs only where the CPU has AVX512-BF16, the build kept the
  * kernels (CMake option BPC_BF16, on by default) and the flavour is float32.
@@ -34,7 +34,7 @@ extern "C" {
 
 typedef enum bp_precision {
     BP_PRECISION_FLOAT32 = 0, /* bp_real everywhere (float64 in libbpc64) */
-    BP_PRECISION_BF16 = 1     /* bf16 products, float32 accumulation (Conv forward today) */
+    BP_PRECISION_BF16 = 1     /* bf16 products, float32 accumulation (Conv) */
 } bp_precision;
 
 /* Sets the precision asked for. BP_EINVAL for a value outside the enum.
