@@ -1,6 +1,6 @@
 /* layers/groupnorm.c — the GroupNorm and InstanceNorm nodes
  * (bpc/groupnorm.h): constructor, variables, input check, and the recorded
- * op whose forward and backward call the kernels of groupnorm_ref.c. */
+ * op whose forward and backward call the kernels of groupnorm_fast.c. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,9 +33,8 @@ static bp_status gn_backward(const bp_ag_backward_args *a)
     bp_real *dx = a->din[0] ? bp_tensor_reals(a->din[0]) : NULL;
     bp_real *dbias = c->affine && a->din[1] ? bp_tensor_reals(a->din[1]) : NULL;
     bp_real *dscale = c->affine && a->din[2] ? bp_tensor_reals(a->din[2]) : NULL;
-    bp__gn_backward_ref(dx, dscale, dbias, bp_tensor_creals(a->dout), bp_tensor_creals(a->in[0]),
-                        bp_tensor_creals(c->mean), bp_tensor_creals(c->rstd), scale, c->B, c->P, c->C, c->G);
-    return BP_OK;
+    return bp__gn_backward(dx, dscale, dbias, bp_tensor_creals(a->dout), bp_tensor_creals(a->in[0]),
+                           bp_tensor_creals(c->mean), bp_tensor_creals(c->rstd), scale, c->B, c->P, c->C, c->G);
 }
 
 static const bp_ag_op gn_op = {
@@ -67,8 +66,14 @@ static bp_status gn_update(bp_node *n, bp_tensor *x, bp_tensor **out)
     }
     const bp_real *scale = c.affine ? bp_tensor_creals(gn->scale->value) : NULL;
     const bp_real *bias = c.affine ? bp_tensor_creals(gn->bias->value) : NULL;
-    bp__gn_forward_ref(bp_tensor_reals(*out), bp_tensor_reals(c.mean), bp_tensor_reals(c.rstd), bp_tensor_creals(x),
-                       scale, bias, c.B, c.P, c.C, c.G, gn->epsilon);
+    st = bp__gn_forward(bp_tensor_reals(*out), bp_tensor_reals(c.mean), bp_tensor_reals(c.rstd), bp_tensor_creals(x),
+                        scale, bias, c.B, c.P, c.C, c.G, gn->epsilon);
+    if (st) {
+        gn_release(&c);
+        bp_tensor_free(*out);
+        *out = NULL;
+        return st;
+    }
     bp_tensor *in[3] = {x, c.affine ? gn->bias->value : NULL, c.affine ? gn->scale->value : NULL};
     st = bp_ag_record(*out, &gn_op, c.affine ? 3 : 1, in, &c, sizeof c);
     if (st) {

@@ -3,7 +3,6 @@
  * Memory: the forward reads x twice and writes y once; the backward reads x
  * and dy twice and writes dx once. */
 #include <math.h>
-#include <string.h>
 #include "groupnorm_internal.h"
 
 void bp__gn_forward_ref(bp_real *y, bp_real *mean, bp_real *rstd, const bp_real *x, const bp_real *scale,
@@ -17,11 +16,11 @@ void bp__gn_forward_ref(bp_real *y, bp_real *mean, bp_real *rstd, const bp_real 
             double s = 0, q = 0;
             for (int64_t p = 0; p < P; p++)
                 for (int64_t c = 0; c < Cg; c++) s += xb[p * C + c];
-            const double m = s / n;
+            const double m = n > 0 ? s / n : 0;
             for (int64_t p = 0; p < P; p++)
                 for (int64_t c = 0; c < Cg; c++) q += ((double)xb[p * C + c] - m) * ((double)xb[p * C + c] - m);
             /* a constant group with epsilon 0: output the bias, as LayerNorm does, not NaN */
-            const double r = q / n + eps > 0 ? 1 / sqrt(q / n + eps) : 0;
+            const double var = n > 0 ? q / n : 0, r = var + eps > 0 ? 1 / sqrt(var + eps) : 0;
             mean[b * G + g] = (bp_real)m;
             rstd[b * G + g] = (bp_real)r;
             bp_real *yb = y + b * P * C + g * Cg;
@@ -40,8 +39,19 @@ void bp__gn_backward_ref(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_
 {
     const int64_t Cg = C / G;
     const double n = (double)(P * Cg);
-    if (dscale) memset(dscale, 0, sizeof *dscale * (size_t)C);
-    if (dbias) memset(dbias, 0, sizeof *dbias * (size_t)C);
+    /* dscale[c] = sum_b,p dy xhat and dbias[c] = sum_b,p dy, one channel at a time in double */
+    for (int64_t ch = 0; ch < C && (dscale || dbias); ch++) {
+        const int64_t g = ch / Cg;
+        double ss = 0, sb = 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t p = 0; p < P; p++) {
+                const int64_t i = (b * P + p) * C + ch;
+                ss += (double)dy[i] * (((double)x[i] - mean[b * G + g]) * rstd[b * G + g]);
+                sb += dy[i];
+            }
+        if (dscale) dscale[ch] = (bp_real)ss;
+        if (dbias) dbias[ch] = (bp_real)sb;
+    }
     for (int64_t b = 0; b < B; b++)
         for (int64_t g = 0; g < G; g++) {
             const double m = mean[b * G + g], r = rstd[b * G + g];
@@ -53,8 +63,6 @@ void bp__gn_backward_ref(bp_real *dx, bp_real *dscale, bp_real *dbias, const bp_
                     const double xh = ((double)x[i] - m) * r, gr = (double)dy[i] * (scale ? (double)scale[ch] : 1);
                     sg += gr;
                     sgx += gr * xh;
-                    if (dscale) dscale[ch] += (bp_real)((double)dy[i] * xh);
-                    if (dbias) dbias[ch] += dy[i];
                 }
             if (!dx) continue;
             const double mg = sg / n, mgx = sgx / n;
